@@ -1,0 +1,19 @@
+//! The Paxos protocol of pg_paxos, free of I/O so that it can be tested exhaustively.
+//!
+//! - [`Ballot`]: a proposal number paired with the proposer that owns it, compared whole.
+//! - [`Acceptor`]: the rules an acceptor applies to prepare, accept and learn messages.
+//! - [`Proposer`]: a single-decree proposer as a state machine: replies in, [`Command`]s out.
+//! - [`Membership`]: which members vote on a round, and how many make a majority.
+//!
+//! The extension persists acceptor state and carries messages; every decision about what to
+//! promise, accept, propose or declare chosen is taken here.
+
+mod acceptor;
+mod ballot;
+mod membership;
+mod proposer;
+
+pub use acceptor::{AcceptReply, Acceptor, PrepareReply};
+pub use ballot::Ballot;
+pub use membership::{majority, Member, Membership};
+pub use proposer::{Command, Proposer};

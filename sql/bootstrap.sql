@@ -1,0 +1,54 @@
+-- pg_paxos catalog. Acceptor state and the log share one row per (group, round); membership
+-- is derived from the log's join/leave entries; nothing here is written by PUBLIC.
+CREATE SCHEMA pgp_metadata;
+REVOKE ALL ON SCHEMA pgp_metadata FROM PUBLIC;
+
+-- One row per group this node belongs to.
+CREATE TABLE pgp_metadata."group" (
+    group_id text PRIMARY KEY CHECK (group_id <> ''),
+    -- How the other members reach this node in this group.
+    self_connection text NOT NULL,
+    -- Every round up to here has been applied on this node (in the applier's transaction).
+    last_applied_round bigint NOT NULL DEFAULT -1
+);
+
+-- Every round up to learned_through is chosen and known on this node. Kept apart from
+-- "group" so that learning never waits for a transaction that is applying the log.
+CREATE TABLE pgp_metadata.learner (
+    group_id text PRIMARY KEY REFERENCES pgp_metadata."group" ON DELETE CASCADE,
+    learned_through bigint NOT NULL DEFAULT -1
+);
+
+-- Members and the rounds they vote on (min_round ..= max_round, open-ended while NULL).
+-- Rebuilt from the log's membership entries, so history is never rewritten.
+CREATE TABLE pgp_metadata.host (
+    group_id text NOT NULL REFERENCES pgp_metadata."group" ON DELETE CASCADE,
+    connection text NOT NULL,
+    min_round bigint NOT NULL,
+    max_round bigint,
+    PRIMARY KEY (group_id, connection, min_round),
+    CHECK (max_round IS NULL OR max_round >= min_round - 1)
+);
+
+-- Acceptor state and the log: one single-decree Paxos instance per (group, round).
+-- Ballots are (number, proposer) and are stored and compared whole.
+CREATE TABLE pgp_metadata.round (
+    group_id text NOT NULL REFERENCES pgp_metadata."group" ON DELETE CASCADE,
+    round_num bigint NOT NULL CHECK (round_num >= 0),
+    promised_num bigint,
+    promised_by text,
+    accepted_num bigint,
+    accepted_by text,
+    value_kind text CHECK (value_kind IN ('value', 'noop', 'join', 'leave')),
+    value text,
+    value_id text,
+    chosen boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (group_id, round_num),
+    CHECK ((promised_num IS NULL) = (promised_by IS NULL)),
+    CHECK ((accepted_num IS NULL) = (accepted_by IS NULL)),
+    CHECK ((accepted_num IS NULL) = (value_kind IS NULL)),
+    CHECK ((accepted_num IS NULL) = (value_id IS NULL)),
+    CHECK (NOT chosen OR accepted_num IS NOT NULL)
+);
+
+REVOKE ALL ON ALL TABLES IN SCHEMA pgp_metadata FROM PUBLIC;

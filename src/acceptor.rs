@@ -1,0 +1,121 @@
+//! The endpoints that peers call: prepare, accept, learn, and the read-only catch-up and
+//! max-round queries. Each takes one JSON request and answers one JSON reply.
+//!
+//! Invariant: acceptor state is changed under a row lock and committed, with
+//! synchronous_commit on, before the caller sees the reply (the reply leaves the server only
+//! when the transaction has ended). Only superusers and roles granted EXECUTE may call them.
+use pgrx::prelude::*;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::catalog;
+use crate::error::{OrRaise, PaxosError, Result};
+use crate::messages::*;
+
+fn serve<Req: DeserializeOwned, Rep: Serialize>(
+    request: &str,
+    handle: impl FnOnce(Req) -> Result<Rep>,
+) -> String {
+    let result = serde_json::from_str::<Req>(request)
+        .map_err(|e| PaxosError::InvalidArgument {
+            what: "request",
+            reason: e.to_string(),
+        })
+        .and_then(handle);
+    let reply = result.or_raise();
+    serde_json::to_string(&reply).unwrap_or_else(|e| panic!("pg_paxos: cannot encode a reply: {e}"))
+}
+
+/// Refuses work for groups this node does not (yet, or any longer) belong to, without
+/// waiting on a transaction that is creating the group.
+fn check_group(group: &str) -> Result<()> {
+    catalog::require_group(group).map(|_| ())
+}
+
+fn durable_commit() -> Result<()> {
+    Spi::run("SELECT pg_catalog.set_config('synchronous_commit', 'on', true)")?;
+    Ok(())
+}
+
+fn check_round(round: i64) -> Result<()> {
+    if round < 0 {
+        return Err(PaxosError::InvalidArgument {
+            what: "round",
+            reason: format!("{round} is negative"),
+        });
+    }
+    Ok(())
+}
+
+#[pg_schema]
+mod pgp_metadata {
+    use super::*;
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn paxos_prepare(request: &str) -> String {
+        serve(request, |req: PrepareRequest| {
+            check_group(&req.group)?;
+            check_round(req.round)?;
+            durable_commit()?;
+            let mut state = catalog::lock_acceptor(&req.group, req.round)?;
+            let reply = state.on_prepare(&req.ballot);
+            catalog::store_acceptor(&req.group, req.round, &state)?;
+            Ok(PrepareResponse {
+                reply,
+                max_round: catalog::max_accepted_round(&req.group)?,
+            })
+        })
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn paxos_accept(request: &str) -> String {
+        serve(request, |req: AcceptRequest| {
+            check_group(&req.group)?;
+            check_round(req.round)?;
+            durable_commit()?;
+            let mut state = catalog::lock_acceptor(&req.group, req.round)?;
+            let reply = state.on_accept(&req.ballot, req.entry);
+            catalog::store_acceptor(&req.group, req.round, &state)?;
+            Ok(reply)
+        })
+    }
+
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn paxos_learn(request: &str) -> String {
+        serve(request, |req: LearnRequest| {
+            check_group(&req.group)?;
+            for d in &req.decisions {
+                check_round(d.round)?;
+            }
+            if catalog::record_decisions(&req.group, &req.decisions)? {
+                catalog::rebuild_members(&req.group)?;
+            }
+            Ok(LearnResponse {
+                learned_through: catalog::advance_learned(&req.group)?,
+            })
+        })
+    }
+
+    #[pg_extern(stable, parallel_safe)]
+    fn paxos_chosen(request: &str) -> String {
+        serve(request, |req: ChosenRequest| {
+            check_group(&req.group)?;
+            catalog::decisions(
+                &req.group,
+                req.from_round,
+                req.through_round,
+                req.limit.clamp(1, 10_000),
+            )
+        })
+    }
+
+    #[pg_extern(stable, parallel_safe)]
+    fn paxos_max_round(request: &str) -> String {
+        serve(request, |req: MaxRoundRequest| {
+            check_group(&req.group)?;
+            Ok(MaxRoundResponse {
+                max_round: catalog::max_accepted_round(&req.group)?,
+            })
+        })
+    }
+}

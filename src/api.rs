@@ -1,0 +1,194 @@
+//! The SQL surface, with the names and named arguments of the 2016 prototype. Thin: argument
+//! checks, then the work in groups / multipaxos, errors raised with their SQLSTATE.
+use pgrx::prelude::*;
+
+use crate::error::{required, OrRaise, PaxosError, Result};
+use crate::groups;
+use crate::ids;
+use crate::messages::{Entry, EntryKind};
+use crate::multipaxos::Log;
+
+fn non_negative(round: i64, what: &'static str) -> Result<i64> {
+    if round < 0 {
+        return Err(PaxosError::InvalidArgument {
+            what,
+            reason: format!("{round} is negative"),
+        });
+    }
+    Ok(round)
+}
+
+/// Creates a group with this node, reachable by `founder_connection_string`, as its member.
+#[pg_extern(volatile, parallel_unsafe)]
+fn paxos_create_group(current_group_id: Option<&str>, founder_connection_string: Option<&str>) {
+    (|| {
+        groups::create(
+            required(current_group_id, "current_group_id")?,
+            required(founder_connection_string, "founder_connection_string")?,
+        )
+    })()
+    .or_raise()
+}
+
+/// Joins a group through one of its members; returns the round whose entry added this node
+/// (it votes from the next round on).
+#[pg_extern(volatile, parallel_unsafe)]
+fn paxos_join_group(
+    current_group_id: Option<&str>,
+    existing_connection_string: Option<&str>,
+    own_connection_string: Option<&str>,
+) -> i64 {
+    (|| {
+        groups::join(
+            required(current_group_id, "current_group_id")?,
+            required(existing_connection_string, "existing_connection_string")?,
+            required(own_connection_string, "own_connection_string")?,
+        )
+    })()
+    .or_raise()
+}
+
+/// Removes this node from a group; returns the round whose entry removed it.
+#[pg_extern(volatile, parallel_unsafe)]
+fn paxos_leave_group(current_group_id: Option<&str>) -> i64 {
+    (|| groups::leave(required(current_group_id, "current_group_id")?))().or_raise()
+}
+
+/// Single-decree Paxos on one round of a group's log: returns the value chosen there, which
+/// is `proposed_value` unless another proposal won (`value_changed`). Rounds are decided in
+/// order; a NULL proposal only learns (or fills an abandoned round with a no-op).
+#[pg_extern(volatile, parallel_unsafe)]
+fn paxos(
+    current_proposer_id: Option<&str>,
+    current_group_id: Option<&str>,
+    current_round_num: Option<i64>,
+    proposed_value: default!(Option<&str>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(accepted_value, Option<String>),
+        name!(value_changed, bool),
+    ),
+> {
+    let row = (|| -> Result<(Option<String>, bool)> {
+        let proposer = required(current_proposer_id, "current_proposer_id")?;
+        let group = required(current_group_id, "current_group_id")?;
+        let round = non_negative(
+            required(current_round_num, "current_round_num")?,
+            "current_round_num",
+        )?;
+        let mut log = Log::open(group, proposer)?;
+        if round > log.learned_through() + 1 {
+            log.catch_up(round - 1)?;
+        }
+        let decision = if round <= log.learned_through() {
+            log.decision(round)?
+        } else if round == log.learned_through() + 1 {
+            let entry = Entry {
+                id: ids::proposal_id(),
+                kind: if proposed_value.is_some() {
+                    EntryKind::Value
+                } else {
+                    EntryKind::Noop
+                },
+                value: proposed_value.map(str::to_owned),
+            };
+            Some(log.decide(round, &entry)?.0)
+        } else {
+            None
+        };
+        let decision = decision.ok_or_else(|| PaxosError::RoundOutOfReach {
+            group: group.to_owned(),
+            round,
+            reason: format!(
+                "rounds are decided in order and round {} is not decided yet; \
+                 use paxos_append() to add to the end of the log",
+                log.learned_through() + 1
+            ),
+        })?;
+        let value = decision.entry.value;
+        let changed = value.as_deref() != proposed_value;
+        Ok((value, changed))
+    })()
+    .or_raise();
+    TableIterator::once(row)
+}
+
+/// Appends a value to a group's log; returns the round it was chosen at.
+#[pg_extern(volatile, parallel_unsafe)]
+fn paxos_append(
+    current_proposer_id: Option<&str>,
+    current_group_id: Option<&str>,
+    proposed_value: Option<&str>,
+) -> i64 {
+    (|| {
+        let proposer = required(current_proposer_id, "current_proposer_id")?;
+        let group = required(current_group_id, "current_group_id")?;
+        let value = required(proposed_value, "proposed_value")?;
+        Log::open(group, proposer)?.append(Entry {
+            id: ids::proposal_id(),
+            kind: EntryKind::Value,
+            value: Some(value.to_owned()),
+        })
+    })()
+    .or_raise()
+}
+
+/// Applies the log on this node up to and including `max_round_num`: every round up to it is
+/// learned (from the members, or decided when abandoned), membership changes take effect,
+/// and the applied position moves in the caller's transaction. Values appended with
+/// paxos()/paxos_append() are data, never executed. Returns the applied position.
+#[pg_extern(volatile, parallel_unsafe)]
+fn paxos_apply_log(
+    current_proposer_id: Option<&str>,
+    current_group_id: Option<&str>,
+    max_round_num: Option<i64>,
+) -> i64 {
+    (|| {
+        let proposer = required(current_proposer_id, "current_proposer_id")?;
+        let group = required(current_group_id, "current_group_id")?;
+        let through = non_negative(required(max_round_num, "max_round_num")?, "max_round_num")?;
+        let applied = crate::catalog::lock_applied(group)?;
+        if through <= applied {
+            return Ok(applied);
+        }
+        let mut log = Log::open(group, proposer)?;
+        if log.catch_up(through)? < through {
+            let highest = log.max_group_round()?;
+            if through > highest {
+                return Err(PaxosError::RoundOutOfReach {
+                    group: group.to_owned(),
+                    round: through,
+                    reason: format!("the highest round accepted in the group is {highest}"),
+                });
+            }
+            log.learn_through(through)?;
+        }
+        crate::catalog::set_applied(group, through)?;
+        Ok(through)
+    })()
+    .or_raise()
+}
+
+/// The highest round accepted by a majority's members: every round chosen before this call
+/// began is at or below it.
+#[pg_extern(volatile, parallel_unsafe)]
+fn paxos_max_group_round(current_group_id: Option<&str>) -> i64 {
+    (|| Log::open(required(current_group_id, "current_group_id")?, "reader")?.max_group_round())()
+        .or_raise()
+}
+
+extension_sql!(
+    r#"
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pgp_metadata FROM PUBLIC;
+REVOKE ALL ON FUNCTION paxos_create_group(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION paxos_join_group(text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION paxos_leave_group(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION paxos(text, text, bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION paxos_append(text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION paxos_apply_log(text, text, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION paxos_max_group_round(text) FROM PUBLIC;
+"#,
+    name = "privileges",
+    finalize
+);

@@ -1,0 +1,165 @@
+//! Connection strings of group members: validated once when a node is named, then turned
+//! into tokio-postgres configurations.
+use std::str::FromStr;
+use std::time::Duration;
+
+use tokio_postgres::config::Host;
+use tokio_postgres::Config;
+
+use crate::error::{PaxosError, Result};
+
+/// Checks a member's connection string before it is stored anywhere. Rejected:
+/// - anything libpq-style parsing rejects;
+/// - passwords, since member connection strings are copied to every member's catalog
+///   (use a password file instead);
+/// - TCP host names: resolving a name would start a helper thread inside the backend, so
+///   members are named by IP address (or `hostaddr`) or by a Unix-socket directory.
+pub fn validate(connection: &str) -> Result<()> {
+    let invalid = |reason: &str| PaxosError::InvalidConnection {
+        connection: redact(connection),
+        reason: reason.to_owned(),
+    };
+    if connection.trim().is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if connection.contains("://") {
+        return Err(invalid("URIs are not supported, use key=value pairs"));
+    }
+    let config = Config::from_str(connection).map_err(|e| invalid(&e.to_string()))?;
+    if config.get_password().is_some() {
+        return Err(invalid("it contains a password"));
+    }
+    if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
+        return Err(invalid("it names no host"));
+    }
+    if config.get_hostaddrs().is_empty() {
+        for host in config.get_hosts() {
+            if let Host::Tcp(name) = host {
+                if name.parse::<std::net::IpAddr>().is_err() {
+                    return Err(invalid(&format!(
+                        "host \"{name}\" is not an IP address (use hostaddr= or an IP literal)"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The configuration used to reach a member: libpq's defaults for user and database, a
+/// bounded connect, and an application_name that shows up in pg_stat_activity.
+pub fn config(connection: &str, timeout: Duration) -> Result<Config> {
+    let mut config = Config::from_str(connection).map_err(|e| PaxosError::InvalidConnection {
+        connection: redact(connection),
+        reason: e.to_string(),
+    })?;
+    if config.get_user().is_none() {
+        config.user(os_user_name());
+    }
+    if config.get_dbname().is_none() {
+        let user = config.get_user().unwrap_or_default().to_owned();
+        config.dbname(user);
+    }
+    config.connect_timeout(timeout);
+    config.application_name("pg_paxos");
+    Ok(config)
+}
+
+/// The connection string with any password value hidden, for messages.
+pub fn redact(connection: &str) -> String {
+    connection
+        .split_whitespace()
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.trim() == "password" => "password=***".to_owned(),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// libpq's default user: the operating-system user running this server.
+fn os_user_name() -> String {
+    // SAFETY: getpwuid returns a pointer to static storage or NULL; the backend is
+    // single-threaded, and the name is copied out before any other call.
+    unsafe {
+        let pw = libc::getpwuid(libc::geteuid());
+        if pw.is_null() || (*pw).pw_name.is_null() {
+            return "postgres".to_owned();
+        }
+        std::ffi::CStr::from_ptr((*pw).pw_name)
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// A SQL string literal for any text, valid whatever standard_conforming_strings is.
+pub fn quote_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 3);
+    out.push_str("E'");
+    for c in text.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use super::*;
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn accepts_ip_hosts_and_socket_directories() {
+        for ok in [
+            "host=127.0.0.1 port=5432",
+            "host=::1 dbname=x user=y",
+            "hostaddr=10.1.2.3 host=db.example port=5433",
+            "host=/var/run/postgresql",
+        ] {
+            assert!(validate(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[pg_test]
+    fn rejects_names_passwords_and_garbage() {
+        for bad in [
+            "",
+            "   ",
+            "host=db.example",
+            "host=127.0.0.1 password=secret",
+            "host=127.0.0.1 port=notaport",
+            "postgresql://127.0.0.1/db",
+            "host='unterminated",
+            "dbname=x",
+        ] {
+            assert!(validate(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[pg_test]
+    fn literals_round_trip_through_the_server() {
+        for text in [
+            "plain",
+            "it's",
+            "back\\slash",
+            "'; DROP TABLE x; --",
+            "ünï\ncode",
+        ] {
+            let sql = format!("SELECT {}::text", quote_literal(text));
+            assert_eq!(Spi::get_one::<String>(&sql).unwrap().as_deref(), Some(text));
+        }
+    }
+
+    #[pg_test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("host=1.2.3.4 password=secret user=u"),
+            "host=1.2.3.4 password=*** user=u"
+        );
+    }
+}

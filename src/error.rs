@@ -1,0 +1,121 @@
+//! Every error pg_paxos raises, mapped once to a SQLSTATE and a message a DBA can act on.
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::{PgLogLevel, PgSqlErrorCode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PaxosError {
+    #[error("argument \"{0}\" must not be NULL")]
+    NullArgument(&'static str),
+    #[error("invalid value for {what}: {reason}")]
+    InvalidArgument { what: &'static str, reason: String },
+    #[error("invalid connection string {connection:?}: {reason}")]
+    InvalidConnection { connection: String, reason: String },
+    #[error("only superusers can {0}")]
+    NotSuperuser(&'static str),
+    #[error("paxos group \"{0}\" does not exist on this node")]
+    UnknownGroup(String),
+    #[error("this node is already a member of paxos group \"{0}\"")]
+    GroupExists(String),
+    #[error("could not connect to {connection}: {reason}")]
+    Unreachable { connection: String, reason: String },
+    #[error("{connection} is not this node: {reason}")]
+    NotSelf { connection: String, reason: String },
+    #[error("no majority of paxos group \"{group}\" answered for round {round}: {answered} of {members} members answered, {needed} needed")]
+    NoMajority {
+        group: String,
+        round: i64,
+        answered: usize,
+        members: usize,
+        needed: usize,
+        failures: Vec<String>,
+    },
+    #[error("round {round} of paxos group \"{group}\" cannot be decided yet: {reason}")]
+    RoundOutOfReach {
+        group: String,
+        round: i64,
+        reason: String,
+    },
+    #[error("peer {connection} failed: {reason}")]
+    Peer { connection: String, reason: String },
+    #[error("pg_paxos catalog error: {0}")]
+    Catalog(#[from] pgrx::spi::SpiError),
+}
+
+pub type Result<T> = std::result::Result<T, PaxosError>;
+
+impl PaxosError {
+    fn sqlstate(&self) -> PgSqlErrorCode {
+        use PgSqlErrorCode::*;
+        match self {
+            PaxosError::NullArgument(_) => ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            PaxosError::InvalidArgument { .. } | PaxosError::InvalidConnection { .. } => {
+                ERRCODE_INVALID_PARAMETER_VALUE
+            }
+            PaxosError::NotSelf { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
+            PaxosError::NotSuperuser(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            PaxosError::UnknownGroup(_) => ERRCODE_UNDEFINED_OBJECT,
+            PaxosError::GroupExists(_) => ERRCODE_DUPLICATE_OBJECT,
+            PaxosError::Unreachable { .. } => ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+            PaxosError::NoMajority { .. } => ERRCODE_CONNECTION_FAILURE,
+            PaxosError::RoundOutOfReach { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            PaxosError::Peer { .. } => ERRCODE_CONNECTION_EXCEPTION,
+            PaxosError::Catalog(_) => ERRCODE_INTERNAL_ERROR,
+        }
+    }
+
+    fn detail(&self) -> Option<String> {
+        match self {
+            PaxosError::NoMajority { failures, .. } if !failures.is_empty() => {
+                Some(failures.join("; "))
+            }
+            _ => None,
+        }
+    }
+
+    fn hint(&self) -> Option<&'static str> {
+        match self {
+            PaxosError::NotSuperuser(_) => Some("Connect as a superuser to manage paxos groups."),
+            PaxosError::UnknownGroup(_) => Some(
+                "Create it with paxos_create_group() or join it with paxos_join_group() first.",
+            ),
+            PaxosError::NoMajority { .. } => Some(
+                "Check that a majority of the group's members are running and reachable; \
+                 pg_paxos.request_timeout bounds how long each is waited for.",
+            ),
+            PaxosError::InvalidConnection { .. } => Some(
+                "Use a libpq key=value connection string such as 'host=10.0.0.1 port=5432 \
+                 dbname=postgres user=postgres'; keep passwords in a password file.",
+            ),
+            _ => None,
+        }
+    }
+
+    /// Raises this error as a PostgreSQL ERROR; never returns.
+    pub fn raise(self) -> ! {
+        let mut report = ErrorReport::new(self.sqlstate(), self.to_string(), "pg_paxos");
+        if let Some(detail) = self.detail() {
+            report = report.set_detail(detail);
+        }
+        if let Some(hint) = self.hint() {
+            report = report.set_hint(hint);
+        }
+        report.report(PgLogLevel::ERROR);
+        unreachable!("ereport(ERROR) returned")
+    }
+}
+
+/// Unwraps a result at the SQL boundary, raising the error with its SQLSTATE.
+pub trait OrRaise<T> {
+    fn or_raise(self) -> T;
+}
+
+impl<T> OrRaise<T> for Result<T> {
+    fn or_raise(self) -> T {
+        self.unwrap_or_else(|e| e.raise())
+    }
+}
+
+/// The value of a SQL argument that must not be NULL.
+pub fn required<T>(value: Option<T>, name: &'static str) -> Result<T> {
+    value.ok_or(PaxosError::NullArgument(name))
+}

@@ -1,0 +1,224 @@
+//! Creating, joining and leaving groups. Membership changes are log entries, effective from
+//! the round after the one they are chosen at.
+//!
+//! Invariant: a failed create or join leaves nothing behind. Local writes happen in the
+//! caller's transaction (an error rolls them back); a join entry already chosen when the
+//! rest of the join fails is undone by a leave entry.
+use paxos_core::Ballot;
+use pgrx::prelude::*;
+
+use crate::catalog;
+use crate::connstr;
+use crate::error::{OrRaise, PaxosError, Result};
+use crate::ids;
+use crate::messages::*;
+use crate::multipaxos::Log;
+use crate::peers;
+
+const COPY_BATCH: i64 = 5000;
+
+pub fn require_superuser(action: &'static str) -> Result<()> {
+    // SAFETY: superuser() only reads the current user's catalog entry.
+    if unsafe { pg_sys::superuser() } {
+        Ok(())
+    } else {
+        Err(PaxosError::NotSuperuser(action))
+    }
+}
+
+pub fn validate_group_name(group: &str) -> Result<()> {
+    let invalid = |reason: &str| PaxosError::InvalidArgument {
+        what: "group id",
+        reason: reason.to_owned(),
+    };
+    if group.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if group.len() > 256 {
+        return Err(invalid("it is longer than 256 bytes"));
+    }
+    if group.chars().any(char::is_control) {
+        return Err(invalid("it contains control characters"));
+    }
+    Ok(())
+}
+
+/// Who a connection string reaches: system identifier, database and port.
+fn identity_sql() -> &'static str {
+    "SELECT pg_catalog.format('%s/%s/%s', system_identifier, pg_catalog.current_database(), \
+     pg_catalog.current_setting('port')) FROM pg_catalog.pg_control_system()"
+}
+
+/// Checks that `connection` reaches this very server and database, so that the members can
+/// reach this node by it.
+fn verify_self(connection: &str) -> Result<()> {
+    let local = Spi::get_one::<String>(identity_sql())?.unwrap_or_default();
+    let reply = peers::exchange_all(&[(connection.to_owned(), identity_sql().to_owned())])
+        .pop()
+        .unwrap_or_else(|| Err("no answer".into()));
+    match reply {
+        Ok(remote) if remote == local => Ok(()),
+        Ok(remote) => Err(PaxosError::NotSelf {
+            connection: connstr::redact(connection),
+            reason: format!("it reaches {remote}, this node is {local} (system id/database/port)"),
+        }),
+        Err(reason) => Err(PaxosError::Unreachable {
+            connection: connstr::redact(connection),
+            reason,
+        }),
+    }
+}
+
+/// Calls endpoint `function` on one member.
+fn call<Rep: serde::de::DeserializeOwned>(
+    member: &str,
+    function: &str,
+    request: &impl serde::Serialize,
+) -> Result<Rep> {
+    peers::call(member, function, request).map_err(|reason| PaxosError::Peer {
+        connection: connstr::redact(member),
+        reason,
+    })
+}
+
+pub fn create(group: &str, founder: &str) -> Result<()> {
+    require_superuser("create paxos groups")?;
+    validate_group_name(group)?;
+    connstr::validate(founder)?;
+    if catalog::group(group)?.is_some() {
+        return Err(PaxosError::GroupExists(group.to_owned()));
+    }
+    verify_self(founder)?;
+    catalog::insert_group(group, founder, 0)?;
+    let founding = Decision {
+        round: 0,
+        ballot: Ballot::new(0, ids::ballot_owner("create")),
+        entry: Entry {
+            id: ids::proposal_id(),
+            kind: EntryKind::Join,
+            value: Some(founder.to_owned()),
+        },
+    };
+    catalog::record_decisions(group, &[founding])?;
+    catalog::rebuild_members(group)?;
+    catalog::advance_learned(group)?;
+    Ok(())
+}
+
+pub fn join(group: &str, existing: &str, own: &str) -> Result<i64> {
+    require_superuser("join paxos groups")?;
+    validate_group_name(group)?;
+    connstr::validate(existing)?;
+    connstr::validate(own)?;
+    if catalog::group(group)?.is_some() {
+        return Err(PaxosError::GroupExists(group.to_owned()));
+    }
+    verify_self(own)?;
+    let change = MembershipRequest {
+        group: group.to_owned(),
+        connection: own.to_owned(),
+        kind: EntryKind::Join,
+    };
+    let joined: MembershipResponse = call(existing, "paxos_change_membership", &change)?;
+    copy_log(group, existing, own, joined.round).map_err(|error| {
+        let undo = MembershipRequest {
+            kind: EntryKind::Leave,
+            ..change
+        };
+        match call::<MembershipResponse>(existing, "paxos_change_membership", &undo) {
+            Ok(_) => error,
+            Err(undo_error) => PaxosError::Peer {
+                connection: connstr::redact(existing),
+                reason: format!(
+                    "joining failed ({error}) and removing the half-joined member failed too \
+                     ({undo_error}); run paxos_leave_group on a member for this connection"
+                ),
+            },
+        }
+    })?;
+    Ok(joined.round)
+}
+
+/// Copies the log up to `through` from `existing` into this node's catalog.
+fn copy_log(group: &str, existing: &str, own: &str, through: i64) -> Result<()> {
+    catalog::insert_group(group, own, through)?;
+    let mut from = 0;
+    while from <= through {
+        let request = ChosenRequest {
+            group: group.to_owned(),
+            from_round: from,
+            through_round: through,
+            limit: COPY_BATCH,
+        };
+        let batch: ChosenResponse = call(existing, "paxos_chosen", &request)?;
+        let Some(last) = batch.last().map(|d| d.round) else {
+            break;
+        };
+        catalog::record_decisions(group, &batch)?;
+        from = last + 1;
+    }
+    catalog::rebuild_members(group)?;
+    let learned = catalog::advance_learned(group)?;
+    if learned < through {
+        return Err(PaxosError::Peer {
+            connection: connstr::redact(existing),
+            reason: format!(
+                "its log has a gap at round {} (joined at round {through})",
+                learned + 1
+            ),
+        });
+    }
+    Ok(())
+}
+
+pub fn leave(group: &str) -> Result<i64> {
+    require_superuser("leave paxos groups")?;
+    let info = catalog::require_group(group)?;
+    let mut log = Log::open(group, "leave")?;
+    let next = log.learned_through() + 1;
+    let round = if catalog::membership(group)?.voters(next) == [info.self_connection.as_str()] {
+        // The last member: nobody else needs to hear of it.
+        log.learned_through()
+    } else {
+        log.append(Entry {
+            id: ids::proposal_id(),
+            kind: EntryKind::Leave,
+            value: Some(info.self_connection.clone()),
+        })?
+    };
+    catalog::delete_group(group)?;
+    peers::forget_all();
+    Ok(round)
+}
+
+#[pg_schema]
+mod pgp_metadata {
+    use super::*;
+
+    /// Called on an existing member by a node that joins or undoes a failed join.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn paxos_change_membership(request: &str) -> String {
+        let result = serde_json::from_str::<MembershipRequest>(request)
+            .map_err(|e| PaxosError::InvalidArgument {
+                what: "request",
+                reason: e.to_string(),
+            })
+            .and_then(|req| {
+                validate_group_name(&req.group)?;
+                connstr::validate(&req.connection)?;
+                if !matches!(req.kind, EntryKind::Join | EntryKind::Leave) {
+                    return Err(PaxosError::InvalidArgument {
+                        what: "kind",
+                        reason: "must be join or leave".into(),
+                    });
+                }
+                let round = Log::open(&req.group, "membership")?.append(Entry {
+                    id: ids::proposal_id(),
+                    kind: req.kind,
+                    value: Some(req.connection),
+                })?;
+                Ok(MembershipResponse { round })
+            });
+        serde_json::to_string(&result.or_raise()).unwrap_or_default()
+    }
+}

@@ -1,0 +1,127 @@
+//! What proposers and acceptors say to each other. Every endpoint takes one JSON request and
+//! returns one JSON reply, so the wire format is defined here once, on both sides.
+use paxos_core::{AcceptReply, Ballot, PrepareReply};
+use serde::{Deserialize, Serialize};
+
+/// What a log entry does when it is applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    /// An opaque value from paxos() or paxos_append(); applying it changes nothing.
+    Value,
+    /// Fills a round nobody finished; applying it changes nothing.
+    Noop,
+    /// `value` (a connection string) votes from the next round on.
+    Join,
+    /// `value` (a connection string) stops voting after this round.
+    Leave,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Value => "value",
+            EntryKind::Noop => "noop",
+            EntryKind::Join => "join",
+            EntryKind::Leave => "leave",
+        }
+    }
+
+    pub fn parse(kind: &str) -> Option<EntryKind> {
+        [
+            EntryKind::Value,
+            EntryKind::Noop,
+            EntryKind::Join,
+            EntryKind::Leave,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == kind)
+    }
+}
+
+/// A proposed log entry. `id` is unique per proposal, so a proposer recognises its own entry
+/// even when another proposal carries the same text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub id: String,
+    pub kind: EntryKind,
+    pub value: Option<String>,
+}
+
+/// A round's chosen entry and the ballot it was chosen under.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub round: i64,
+    pub ballot: Ballot,
+    pub entry: Entry,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PrepareRequest {
+    pub group: String,
+    pub round: i64,
+    pub ballot: Ballot,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PrepareResponse {
+    pub reply: PrepareReply<Entry>,
+    /// The acceptor's highest round with an accepted value, so a proposer that is behind
+    /// can fetch what it missed in bulk.
+    pub max_round: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AcceptRequest {
+    pub group: String,
+    pub round: i64,
+    pub ballot: Ballot,
+    pub entry: Entry,
+}
+
+pub type AcceptResponse = AcceptReply<Entry>;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LearnRequest {
+    pub group: String,
+    pub decisions: Vec<Decision>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LearnResponse {
+    pub learned_through: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChosenRequest {
+    pub group: String,
+    pub from_round: i64,
+    pub through_round: i64,
+    pub limit: i64,
+}
+
+pub type ChosenResponse = Vec<Decision>;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MaxRoundRequest {
+    pub group: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MaxRoundResponse {
+    pub max_round: i64,
+}
+
+/// Asks an existing member to append a membership change.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MembershipRequest {
+    pub group: String,
+    pub connection: String,
+    pub kind: EntryKind,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MembershipResponse {
+    /// The round whose entry changed membership; it takes effect at the next round.
+    pub round: i64,
+}

@@ -1,0 +1,392 @@
+//! The Multi-Paxos log: deciding rounds, appending, catching up and applying.
+//!
+//! Invariants kept here:
+//! - a round is proposed only with the voters of that round, which are known because every
+//!   earlier round is known first (membership changes take effect one round later);
+//! - a proposer moves past a round only once it knows the value chosen there, so its own
+//!   value is never chosen twice;
+//! - everything durable is written by the endpoints (this node's own included, over its own
+//!   connection), never by the caller's transaction, so no endpoint ever waits for it.
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+use paxos_core::{majority, Ballot, Command, Membership, Proposer};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::catalog;
+use crate::error::{PaxosError, Result};
+use crate::gucs;
+use crate::ids;
+use crate::messages::*;
+use crate::peers::{self, endpoint_sql, parse};
+
+/// How many decisions one catch-up request returns at most.
+const CATCH_UP_BATCH: i64 = 1000;
+const BACKOFF_BASE: Duration = Duration::from_micros(500);
+const BACKOFF_MAX_DOUBLINGS: u32 = 6;
+
+/// What a proposer on this node knows about a group while it works on it.
+pub struct Log {
+    pub group: String,
+    self_connection: String,
+    membership: Membership,
+    /// Every round up to here is chosen and recorded on this node.
+    learned_through: i64,
+    owner: String,
+}
+
+impl Log {
+    pub fn open(group: &str, proposer: &str) -> Result<Log> {
+        let info = catalog::require_group(group)?;
+        Ok(Log {
+            group: group.to_owned(),
+            self_connection: info.self_connection,
+            membership: catalog::membership(group)?,
+            learned_through: catalog::learned_through(group)?,
+            owner: ids::ballot_owner(proposer),
+        })
+    }
+
+    pub fn learned_through(&self) -> i64 {
+        self.learned_through
+    }
+
+    fn voters(&self, round: i64) -> Vec<String> {
+        self.membership
+            .voters(round)
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Everyone who should hear about `round`: its voters and this node.
+    fn learners(&self, round: i64) -> Vec<String> {
+        let mut learners = self.voters(round);
+        if !learners.contains(&self.self_connection) {
+            learners.push(self.self_connection.clone());
+        }
+        learners
+    }
+
+    /// Takes the decision of round `learned_through + 1` into account; the in-memory view
+    /// only ever advances in round order, so membership changes are applied in order.
+    fn note(&mut self, decision: &Decision) {
+        if decision.round != self.learned_through + 1 {
+            return;
+        }
+        match decision.entry.kind {
+            EntryKind::Join => {
+                self.membership.join(
+                    decision.entry.value.as_deref().unwrap_or(""),
+                    decision.round,
+                );
+            }
+            EntryKind::Leave => {
+                self.membership.leave(
+                    decision.entry.value.as_deref().unwrap_or(""),
+                    decision.round,
+                );
+            }
+            EntryKind::Value | EntryKind::Noop => {}
+        }
+        self.learned_through = decision.round;
+    }
+
+    /// Runs single-decree Paxos for `round` until some value is chosen there, and tells the
+    /// members. Returns the decision and the highest round any acceptor reported.
+    pub fn decide(&mut self, round: i64, entry: &Entry) -> Result<(Decision, i64)> {
+        let voters = self.voters(round);
+        if voters.is_empty() {
+            return Err(PaxosError::RoundOutOfReach {
+                group: self.group.clone(),
+                round,
+                reason: "no member votes on it".into(),
+            });
+        }
+        let mut proposer = Proposer::new(
+            Ballot::new(1, self.owner.clone()),
+            voters.len(),
+            entry.clone(),
+        );
+        let mut command = proposer.start();
+        let mut max_round = round;
+        let mut attempts = 0u32;
+        let mut last_majority = Instant::now();
+        loop {
+            command = match command {
+                Command::Prepare { ballot } => {
+                    let request = PrepareRequest {
+                        group: self.group.clone(),
+                        round,
+                        ballot: ballot.clone(),
+                    };
+                    let phase = self.phase(
+                        "paxos_prepare",
+                        &request,
+                        &voters,
+                        |i, reply: PrepareResponse| {
+                            max_round = max_round.max(reply.max_round);
+                            proposer.on_prepare_reply(i, &ballot, reply.reply)
+                        },
+                    );
+                    self.after_phase(phase, &voters, round, &mut last_majority, &mut proposer)?
+                }
+                Command::Accept { ballot, value } => {
+                    let request = AcceptRequest {
+                        group: self.group.clone(),
+                        round,
+                        ballot: ballot.clone(),
+                        entry: value,
+                    };
+                    let phase = self.phase(
+                        "paxos_accept",
+                        &request,
+                        &voters,
+                        |i, reply: AcceptResponse| proposer.on_accept_reply(i, &ballot, reply),
+                    );
+                    self.after_phase(phase, &voters, round, &mut last_majority, &mut proposer)?
+                }
+                Command::Chosen { ballot, value } => {
+                    let decision = Decision {
+                        round,
+                        ballot,
+                        entry: value,
+                    };
+                    self.learn(std::slice::from_ref(&decision));
+                    self.note(&decision);
+                    return Ok((decision, max_round));
+                }
+                Command::Backoff => {
+                    attempts += 1;
+                    peers::sleep(backoff(attempts));
+                    proposer.retry()
+                }
+            };
+        }
+    }
+
+    /// Sends one phase's request to the voters and feeds replies to `handle` until it returns
+    /// a command. Returns that command (if any), how many answered, and why the others failed.
+    fn phase<Req: Serialize, Rep: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        request: &Req,
+        voters: &[String],
+        mut handle: impl FnMut(usize, Rep) -> Option<Command<Entry>>,
+    ) -> Phase {
+        let sql = endpoint_sql(endpoint, request);
+        let requests: Vec<(String, String)> =
+            voters.iter().map(|v| (v.clone(), sql.clone())).collect();
+        let mut phase = Phase {
+            command: None,
+            answered: 0,
+            failures: Vec::new(),
+        };
+        peers::exchange(&requests, |i, reply| {
+            match reply.and_then(|text| parse::<Rep>(&text)) {
+                Ok(reply) => {
+                    phase.answered += 1;
+                    phase.command = handle(i, reply);
+                }
+                Err(reason) => phase.failures.push(format!("{}: {reason}", voters[i])),
+            }
+            if phase.command.is_some() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        phase
+    }
+
+    /// The next command after a phase; fails once no majority has answered for longer than
+    /// pg_paxos.request_timeout.
+    fn after_phase(
+        &self,
+        phase: Phase,
+        voters: &[String],
+        round: i64,
+        last_majority: &mut Instant,
+        proposer: &mut Proposer<Entry>,
+    ) -> Result<Command<Entry>> {
+        let needed = majority(voters.len());
+        if phase.answered >= needed || phase.command.is_some() {
+            *last_majority = Instant::now();
+        } else if last_majority.elapsed() >= gucs::request_timeout() {
+            return Err(PaxosError::NoMajority {
+                group: self.group.clone(),
+                round,
+                answered: phase.answered,
+                members: voters.len(),
+                needed,
+                failures: phase.failures,
+            });
+        }
+        Ok(phase.command.unwrap_or_else(|| proposer.on_silence()))
+    }
+
+    /// Records decisions on every learner of the first one, waiting for this node and a
+    /// majority of the voters, never for a member that does not answer.
+    fn learn(&self, decisions: &[Decision]) {
+        let Some(first) = decisions.first() else {
+            return;
+        };
+        let learners = self.learners(first.round);
+        let needed = majority(self.voters(first.round).len());
+        let request = LearnRequest {
+            group: self.group.clone(),
+            decisions: decisions.to_vec(),
+        };
+        let sql = endpoint_sql("paxos_learn", &request);
+        let requests: Vec<(String, String)> =
+            learners.iter().map(|l| (l.clone(), sql.clone())).collect();
+        let (mut answered, mut self_answered) = (0, false);
+        peers::exchange(&requests, |i, _| {
+            answered += 1;
+            self_answered |= learners[i] == self.self_connection;
+            if self_answered && answered >= needed {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+    }
+
+    /// Fetches the decisions of rounds `learned_through+1 ..= through` that some voter
+    /// knows, and records them here. Returns how far the log is now known without a gap.
+    pub fn catch_up(&mut self, through: i64) -> Result<i64> {
+        while self.learned_through < through {
+            let from = self.learned_through + 1;
+            let request = ChosenRequest {
+                group: self.group.clone(),
+                from_round: from,
+                through_round: through,
+                limit: CATCH_UP_BATCH,
+            };
+            let sql = endpoint_sql("paxos_chosen", &request);
+            let voters = self.voters(from);
+            let requests: Vec<(String, String)> =
+                voters.iter().map(|v| (v.clone(), sql.clone())).collect();
+            // The longest gap-free run any voter knows.
+            let mut best: Vec<Decision> = Vec::new();
+            for reply in peers::exchange_all(&requests) {
+                if let Ok(decisions) = reply.and_then(|t| parse::<ChosenResponse>(&t)) {
+                    let run = gap_free_prefix(from, decisions);
+                    if run.len() > best.len() {
+                        best = run;
+                    }
+                }
+            }
+            if best.is_empty() {
+                break;
+            }
+            self.learn(&best);
+            for decision in &best {
+                self.note(decision);
+            }
+        }
+        Ok(self.learned_through)
+    }
+
+    /// Appends `entry` at the end of the log; returns the round it was chosen at.
+    pub fn append(&mut self, entry: Entry) -> Result<i64> {
+        loop {
+            // Every round below is known, so the voters of this one are too.
+            let round = self.learned_through + 1;
+            let (decision, max_round) = self.decide(round, &entry)?;
+            if decision.entry.id == entry.id {
+                return Ok(round);
+            }
+            if max_round > round {
+                self.catch_up(max_round)?;
+            }
+        }
+    }
+
+    /// The highest round accepted by any of a majority of the voters: no round above it was
+    /// chosen when this call began.
+    pub fn max_group_round(&mut self) -> Result<i64> {
+        let round = self.learned_through + 1;
+        let voters = self.voters(round);
+        let needed = majority(voters.len());
+        let sql = endpoint_sql(
+            "paxos_max_round",
+            &MaxRoundRequest {
+                group: self.group.clone(),
+            },
+        );
+        let requests: Vec<(String, String)> =
+            voters.iter().map(|v| (v.clone(), sql.clone())).collect();
+        let (mut answered, mut max_round, mut failures) = (0, self.learned_through, Vec::new());
+        peers::exchange(&requests, |i, reply| {
+            match reply.and_then(|t| parse::<MaxRoundResponse>(&t)) {
+                Ok(r) => {
+                    answered += 1;
+                    max_round = max_round.max(r.max_round);
+                }
+                Err(reason) => failures.push(format!("{}: {reason}", voters[i])),
+            }
+            if answered >= needed {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        if answered < needed {
+            return Err(PaxosError::NoMajority {
+                group: self.group.clone(),
+                round,
+                answered,
+                members: voters.len(),
+                needed,
+                failures,
+            });
+        }
+        Ok(max_round)
+    }
+
+    /// Makes sure every round up to `through` is decided and known here: fetched from the
+    /// members when some know it, otherwise decided (an unfinished round keeps a value a
+    /// proposer got accepted, or becomes a no-op).
+    pub fn learn_through(&mut self, through: i64) -> Result<()> {
+        while self.catch_up(through)? < through {
+            let noop = Entry {
+                id: ids::proposal_id(),
+                kind: EntryKind::Noop,
+                value: None,
+            };
+            self.decide(self.learned_through + 1, &noop)?;
+        }
+        Ok(())
+    }
+
+    /// The decision of a round this node already knows.
+    pub fn decision(&self, round: i64) -> Result<Option<Decision>> {
+        Ok(catalog::decisions(&self.group, round, round, 1)?
+            .into_iter()
+            .next())
+    }
+}
+
+struct Phase {
+    command: Option<Command<Entry>>,
+    answered: usize,
+    failures: Vec<String>,
+}
+
+fn gap_free_prefix(from: i64, decisions: Vec<Decision>) -> Vec<Decision> {
+    decisions
+        .into_iter()
+        .enumerate()
+        .take_while(|(i, d)| d.round == from + *i as i64)
+        .map(|(_, d)| d)
+        .collect()
+}
+
+/// Randomized exponential backoff, so competing proposers stop colliding.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = BACKOFF_BASE * 2u32.pow(attempt.min(BACKOFF_MAX_DOUBLINGS));
+    let fraction = (ids::random_u64() % 1000) as u32;
+    ceiling * fraction / 1000
+}

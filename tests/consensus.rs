@@ -1,0 +1,1 @@
+//! Consensus tests on real PostgreSQL servers (being written).
