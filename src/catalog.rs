@@ -277,11 +277,12 @@ pub fn delete_group(group_id: &str) -> Result<()> {
 /// Locks the group's applied position until the end of the transaction and returns it, so
 /// that two sessions never apply the same round.
 pub fn lock_applied(group_id: &str) -> Result<i64> {
-    Spi::get_one_with_args::<i64>(
+    require_group(group_id)?;
+    Ok(Spi::get_one_with_args::<i64>(
         "SELECT last_applied_round FROM pgp_metadata.\"group\" WHERE group_id = $1 FOR UPDATE",
         &[group_id.into()],
     )?
-    .ok_or_else(|| PaxosError::UnknownGroup(group_id.to_owned()))
+    .unwrap_or(-1))
 }
 
 pub fn set_applied(group_id: &str, round: i64) -> Result<()> {

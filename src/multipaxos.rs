@@ -153,7 +153,9 @@ impl Log {
                         ballot,
                         entry: value,
                     };
-                    self.learn(std::slice::from_ref(&decision));
+                    // The decision stands even if this node failed to record it: whoever
+                    // needs it later fetches it again (catch_up).
+                    let _ = self.learn(std::slice::from_ref(&decision));
                     self.note(&decision);
                     return Ok((decision, max_round));
                 }
@@ -227,10 +229,11 @@ impl Log {
     }
 
     /// Records decisions on every learner of the first one, waiting for this node and a
-    /// majority of the voters, never for a member that does not answer.
-    fn learn(&self, decisions: &[Decision]) {
+    /// majority of the voters, never for a member that does not answer. Returns how far this
+    /// node's own catalog now knows the log without a gap.
+    fn learn(&self, decisions: &[Decision]) -> Result<i64> {
         let Some(first) = decisions.first() else {
-            return;
+            return Ok(self.learned_through);
         };
         let learners = self.learners(first.round);
         let needed = majority(self.voters(first.round).len());
@@ -241,16 +244,30 @@ impl Log {
         let sql = endpoint_sql("paxos_learn", &request);
         let requests: Vec<(String, String)> =
             learners.iter().map(|l| (l.clone(), sql.clone())).collect();
-        let (mut answered, mut self_answered) = (0, false);
-        peers::exchange(&requests, |i, _| {
+        let mut answered = 0;
+        let mut own: Option<std::result::Result<LearnResponse, peers::Failure>> = None;
+        peers::exchange(&requests, |i, reply| {
             answered += 1;
-            self_answered |= learners[i] == self.self_connection;
-            if self_answered && answered >= needed {
+            if learners[i] == self.self_connection {
+                own = Some(reply.and_then(|text| parse(&text)));
+            }
+            if own.is_some() && answered >= needed {
                 ControlFlow::Break(())
             } else {
                 ControlFlow::Continue(())
             }
         });
+        match own {
+            Some(Ok(reply)) => Ok(reply.learned_through),
+            Some(Err(reason)) => Err(PaxosError::Peer {
+                connection: crate::connstr::redact(&self.self_connection),
+                reason: format!("this node could not record what it learned: {reason}"),
+            }),
+            None => Err(PaxosError::Peer {
+                connection: crate::connstr::redact(&self.self_connection),
+                reason: "this node did not answer".into(),
+            }),
+        }
     }
 
     /// Fetches the decisions of rounds `learned_through+1 ..= through` that some voter
@@ -281,9 +298,14 @@ impl Log {
             if best.is_empty() {
                 break;
             }
-            self.learn(&best);
+            let durable = self.learn(&best)?;
             for decision in &best {
                 self.note(decision);
+            }
+            // What this node's catalog holds, not just what this call has seen.
+            self.learned_through = self.learned_through.min(durable.max(from - 1));
+            if durable < from {
+                break;
             }
         }
         Ok(self.learned_through)

@@ -31,9 +31,13 @@ const SLICE: Duration = Duration::from_millis(5);
 /// How long cancelling a remote query may take before we give up on it.
 const CANCEL_TIMEOUT: Duration = Duration::from_millis(250);
 
+type Clients = Rc<RefCell<HashMap<String, Rc<Client>>>>;
+
 struct Peers {
     runtime: Runtime,
-    clients: HashMap<String, Rc<Client>>,
+    /// Shared with the request futures, which cache a connection as soon as it is made: a
+    /// request abandoned once a majority answered still leaves its connection for next time.
+    clients: Clients,
 }
 
 thread_local! {
@@ -49,7 +53,7 @@ fn with_peers<R>(f: impl FnOnce(&mut Peers) -> R) -> R {
                 .enable_time()
                 .build()
                 .unwrap_or_else(|e| panic!("pg_paxos could not start its I/O runtime: {e}")),
-            clients: HashMap::new(),
+            clients: Clients::default(),
         });
         f(peers)
     })
@@ -69,8 +73,13 @@ pub fn exchange(
     with_peers(|peers| {
         let mut pending = FuturesUnordered::new();
         for (index, (member, sql)) in requests.iter().enumerate() {
-            let cached = peers.clients.get(member).cloned();
-            pending.push(request(index, member.clone(), sql.clone(), cached, timeout));
+            pending.push(request(
+                index,
+                member.clone(),
+                sql.clone(),
+                peers.clients.clone(),
+                timeout,
+            ));
         }
         let mut answered = vec![false; requests.len()];
         loop {
@@ -86,16 +95,13 @@ pub fn exchange(
             answered[index] = true;
             let member = &requests[index].0;
             let result = match outcome {
-                Outcome::Answer { client, text } => {
-                    peers.clients.insert(member.clone(), client);
-                    Ok(text)
-                }
+                Outcome::Answer(text) => Ok(text),
                 Outcome::Failed {
                     reason,
                     connection_lost,
                 } => {
                     if connection_lost {
-                        peers.clients.remove(member);
+                        peers.clients.borrow_mut().remove(member);
                     }
                     Err(reason)
                 }
@@ -118,10 +124,7 @@ pub fn exchange_all(requests: &[(String, String)]) -> Vec<Result<String, Failure
 }
 
 enum Outcome {
-    Answer {
-        client: Rc<Client>,
-        text: String,
-    },
+    Answer(String),
     Failed {
         reason: String,
         connection_lost: bool,
@@ -132,13 +135,18 @@ async fn request(
     index: usize,
     member: String,
     sql: String,
-    cached: Option<Rc<Client>>,
+    clients: Clients,
     timeout: Duration,
 ) -> (usize, Outcome) {
     let work = async {
+        let cached = clients.borrow().get(&member).cloned();
         let client = match cached {
             Some(client) if !client.is_closed() => client,
-            _ => Rc::new(connect(&member, timeout).await?),
+            _ => {
+                let client = Rc::new(connect(&member, timeout).await?);
+                clients.borrow_mut().insert(member.clone(), client.clone());
+                client
+            }
         };
         let messages = client
             .simple_query(&sql)
@@ -149,7 +157,7 @@ async fn request(
             _ => None,
         });
         match text {
-            Some(text) => Ok(Outcome::Answer { client, text }),
+            Some(text) => Ok(Outcome::Answer(text)),
             None => Err(("answered with no value".to_owned(), false)),
         }
     };
@@ -216,7 +224,7 @@ fn drive<F: Future>(
 fn cancel(peers: &mut Peers, members: &[String]) {
     let tokens: Vec<CancelToken> = members
         .iter()
-        .filter_map(|m| peers.clients.remove(m))
+        .filter_map(|m| peers.clients.borrow_mut().remove(m))
         .map(|client| client.cancel_token())
         .collect();
     let cancels = tokens.iter().map(|token| async move {
@@ -229,12 +237,18 @@ fn cancel(peers: &mut Peers, members: &[String]) {
 
 /// Runs `sleep` interruptibly (for randomized backoff between ballots).
 pub fn sleep(duration: Duration) {
-    with_peers(|peers| drive(peers, async { tokio::time::sleep(duration).await }, Vec::new))
+    with_peers(|peers| {
+        drive(
+            peers,
+            async { tokio::time::sleep(duration).await },
+            Vec::new,
+        )
+    })
 }
 
 /// Drops every cached connection (after the member list changed, or in tests).
 pub fn forget_all() {
-    with_peers(|peers| peers.clients.clear())
+    with_peers(|peers| peers.clients.borrow_mut().clear())
 }
 
 /// The SQL that calls endpoint `function` with `request`. The JSON travels as one escaped

@@ -1,1 +1,103 @@
-//! Consensus tests on real PostgreSQL servers (being written).
+//! Agreement and the Multi-Paxos log on real 3-node groups, under concurrency.
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+
+use common::*;
+use futures_util::future::join_all;
+
+/// Three nodes call paxos() for the same 50 rounds at once, each with its own value: for
+/// every round all calls return the same value, and it is one of the proposals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_paxos_calls_agree_on_every_round() {
+    let cluster = start("agree", 3);
+    let clients = form_group(&cluster).await;
+    let first = read_log(&clients[0]).await.len() as i64;
+    let rounds = first..first + 50;
+    let runs = clients.iter().enumerate().map(|(node, client)| {
+        let rounds = rounds.clone();
+        async move {
+            let mut seen = Vec::new();
+            for round in rounds {
+                let mine = format!("node{node}-round{round}");
+                let row = client
+                    .query_one(
+                        "SELECT accepted_value, value_changed FROM paxos('p', $1, $2, $3)",
+                        &[&GROUP, &round, &mine],
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("node {node} round {round}: {e}"));
+                let chosen: Option<String> = row.get(0);
+                let changed: bool = row.get(1);
+                assert_eq!(changed, chosen.as_deref() != Some(mine.as_str()));
+                seen.push((round, chosen));
+            }
+            seen
+        }
+    });
+    let results = join_all(runs).await;
+    let mut chosen: BTreeMap<i64, String> = BTreeMap::new();
+    for seen in &results {
+        for (round, value) in seen {
+            let value = value.clone().expect("a proposed value is never NULL");
+            let prefix = format!("-round{round}");
+            assert!(
+                value.starts_with("node") && value.ends_with(&prefix),
+                "round {round} chose {value}, never proposed for it"
+            );
+            if let Some(other) = chosen.insert(*round, value.clone()) {
+                assert_eq!(other, value, "two values chosen for round {round}");
+            }
+        }
+    }
+    assert_eq!(chosen.len(), 50);
+    let logs = join_all(clients.iter().map(applied_log)).await;
+    assert_same_gap_free_logs(&logs);
+}
+
+/// 300 appends spread over three nodes, two sessions each: every value lands exactly once,
+/// at the round its append returned, and every node holds the same gap-free log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_land_exactly_once_in_one_gap_free_log() {
+    let cluster = start("append", 3);
+    let clients = form_group(&cluster).await;
+    let mut sessions = Vec::new();
+    for node in 0..3 {
+        for _ in 0..2 {
+            sessions.push((node, connect(&cluster, node).await));
+        }
+    }
+    let writers = sessions
+        .iter()
+        .enumerate()
+        .map(|(s, (node, client))| async move {
+            let mut placed = Vec::new();
+            for i in 0..50 {
+                let value = format!("n{node}-s{s}-{i}");
+                let round = append(client, &value)
+                    .await
+                    .unwrap_or_else(|e| panic!("{value}: {e}"));
+                placed.push((round, value));
+            }
+            placed
+        });
+    let placed: Vec<(i64, String)> = join_all(writers).await.into_iter().flatten().collect();
+    assert_eq!(placed.len(), 300);
+    let logs = join_all(clients.iter().map(applied_log)).await;
+    assert_same_gap_free_logs(&logs);
+    let values: Vec<&LogEntry> = logs[0].iter().filter(|e| e.kind == "value").collect();
+    assert_eq!(
+        values.len(),
+        300,
+        "every append appears once, nothing else was appended"
+    );
+    let distinct: HashSet<&str> = values.iter().filter_map(|e| e.value.as_deref()).collect();
+    assert_eq!(distinct.len(), 300, "no value appears twice");
+    for (round, value) in &placed {
+        assert_eq!(
+            logs[0][*round as usize].value.as_deref(),
+            Some(value.as_str()),
+            "append returned round {round}"
+        );
+    }
+}

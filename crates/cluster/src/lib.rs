@@ -138,7 +138,9 @@ impl Node {
 
     /// Runs `sql` with `psql -X -A -t -v ON_ERROR_STOP=1` over TCP and returns its output
     /// without the trailing newline: one line per row, columns separated by `|`.
-    /// Fails with psql's stderr on any error, and after 60 s (10 s to connect).
+    /// Fails with psql's stderr on any error, and after 60 s (10 s to connect). Blocks the
+    /// calling thread: in async code it stalls a runtime worker, so prefer
+    /// [`connect`](Self::connect) there for anything but setup and checks.
     pub fn psql(&self, sql: &str) -> Result<String, Error> {
         let target = format!("{} connect_timeout=10", self.connstr());
         let mut cmd = Command::new(&self.psql);
@@ -177,6 +179,9 @@ impl Node {
 }
 
 /// N local PostgreSQL servers in one temporary directory, stopped and deleted on drop.
+///
+/// Every method blocks the calling thread (processes are run and waited for), as does the
+/// drop (about 0.2 s, up to 1–2 s when zombies must be reaped).
 ///
 /// Methods taking a node index panic if it is out of range, like slice indexing.
 #[derive(Debug)]

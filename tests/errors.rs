@@ -1,0 +1,188 @@
+//! Bad input gets a clear error with the right SQLSTATE and changes nothing.
+mod common;
+
+use cluster::{Cluster, ClusterOptions};
+use common::*;
+use tokio_postgres::Client;
+
+async fn sqlstate(client: &Client, sql: &str) -> String {
+    match client.batch_execute(sql).await {
+        Ok(()) => panic!("{sql} succeeded"),
+        Err(e) => {
+            let db = e
+                .as_db_error()
+                .unwrap_or_else(|| panic!("{sql}: not a server error: {e}"));
+            assert!(!db.message().is_empty());
+            db.code().code().to_owned()
+        }
+    }
+}
+
+async fn groups_on(client: &Client) -> i64 {
+    client
+        .query_one("SELECT count(*) FROM pgp_metadata.\"group\"", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_arguments_are_refused_and_change_nothing() {
+    let cluster = start("errors", 2);
+    let a = connect(&cluster, 0).await;
+    let b = connect(&cluster, 1).await;
+    assert_eq!(
+        sqlstate(&a, "SELECT paxos_max_group_round('g')").await,
+        "42883",
+        "before CREATE EXTENSION"
+    );
+    a.batch_execute("CREATE EXTENSION pg_paxos").await.unwrap();
+    b.batch_execute("CREATE EXTENSION pg_paxos").await.unwrap();
+    let own_a = cluster.node(0).connstr();
+    let own_b = cluster.node(1).connstr();
+
+    for (sql, code) in [
+        (
+            "SELECT paxos_create_group(NULL, 'host=127.0.0.1')".to_owned(),
+            "22004",
+        ),
+        ("SELECT paxos_create_group('g', NULL)".to_owned(), "22004"),
+        (
+            "SELECT paxos_create_group('', 'host=127.0.0.1')".to_owned(),
+            "22023",
+        ),
+        (
+            "SELECT paxos_create_group('g', 'host=db.example')".to_owned(),
+            "22023",
+        ),
+        (
+            "SELECT paxos_create_group('g', 'host=127.0.0.1 password=secret')".to_owned(),
+            "22023",
+        ),
+        (
+            "SELECT paxos_create_group('g', 'host=127.0.0.1 port=notaport')".to_owned(),
+            "22023",
+        ),
+        (
+            "SELECT paxos_create_group('g', 'host=''unterminated')".to_owned(),
+            "22023",
+        ),
+        // Reachable, but not this node: peers could never reach us by it.
+        (
+            format!("SELECT paxos_create_group('g', '{own_b}')"),
+            "22023",
+        ),
+        (
+            "SELECT paxos_create_group('g', 'host=127.0.0.1 port=1 user=postgres')".to_owned(),
+            "08001",
+        ),
+        ("SELECT paxos_append('p', 'nope', 'v')".to_owned(), "42704"),
+        ("SELECT paxos_append('p', NULL, 'v')".to_owned(), "22004"),
+        (
+            "SELECT * FROM paxos('p', 'nope', 0, 'v')".to_owned(),
+            "42704",
+        ),
+        ("SELECT paxos_apply_log('p', 'nope', 1)".to_owned(), "42704"),
+        ("SELECT paxos_max_group_round('nope')".to_owned(), "42704"),
+        ("SELECT paxos_leave_group('nope')".to_owned(), "42704"),
+    ] {
+        assert_eq!(sqlstate(&a, &sql).await, code, "{sql}");
+    }
+    assert_eq!(groups_on(&a).await, 0, "a refused create left nothing");
+
+    a.execute("SELECT paxos_create_group('g', $1)", &[&own_a])
+        .await
+        .unwrap();
+    for (sql, code) in [
+        (format!("SELECT paxos_create_group('g', '{own_a}')"), "42710"),
+        ("SELECT * FROM paxos('p', 'g', -1, 'v')".to_owned(), "22023"),
+        ("SELECT * FROM paxos('p', 'g', 1000000, 'v')".to_owned(), "55000"),
+        ("SELECT paxos_apply_log('p', 'g', 9223372036854775807)".to_owned(), "55000"),
+        ("SELECT paxos_apply_log('p', 'g', -5)".to_owned(), "22023"),
+        ("SELECT pgp_metadata.paxos_prepare('not json')".to_owned(), "22023"),
+        (r#"SELECT pgp_metadata.paxos_prepare('{"group":"g","round":-1,"ballot":{"number":1,"proposer":"x"}}')"#.to_owned(), "22023"),
+        (r#"SELECT pgp_metadata.paxos_prepare('{"group":"zz","round":1,"ballot":{"number":1,"proposer":"x"}}')"#.to_owned(), "42704"),
+    ] {
+        assert_eq!(sqlstate(&a, &sql).await, code, "{sql}");
+    }
+
+    // A join through a node that is not running leaves no group behind on either side.
+    let dead = "host=127.0.0.1 port=1 user=postgres dbname=postgres";
+    let join_dead = format!("SELECT paxos_join_group('g', '{dead}', '{own_b}')");
+    assert_eq!(sqlstate(&b, &join_dead).await, "08000", "{join_dead}");
+    assert_eq!(groups_on(&b).await, 0);
+    // A join naming another server as itself is refused before anything is appended.
+    let join_wrong = format!("SELECT paxos_join_group('g', '{own_a}', '{own_a}')");
+    assert_eq!(sqlstate(&b, &join_wrong).await, "22023");
+    assert_eq!(groups_on(&b).await, 0);
+    assert_eq!(
+        read_log(&a).await.len(),
+        1,
+        "nothing was appended by the refused joins"
+    );
+
+    b.query_one("SELECT paxos_join_group('g', $1, $2)", &[&own_a, &own_b])
+        .await
+        .unwrap();
+    let join_again = format!("SELECT paxos_join_group('g', '{own_a}', '{own_b}')");
+    assert_eq!(sqlstate(&b, &join_again).await, "42710");
+    assert_eq!(append(&b, "still works").await.unwrap(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_superusers_manage_groups_and_call_endpoints() {
+    let cluster = start("privileges", 1);
+    let clients = form_group(&cluster).await;
+    let admin = &clients[0];
+    admin
+        .batch_execute("CREATE ROLE app LOGIN; CREATE ROLE trusted_app LOGIN; GRANT EXECUTE ON FUNCTION paxos_create_group(text, text) TO trusted_app")
+        .await
+        .unwrap();
+    for sql in [
+        "SELECT paxos_create_group('h', 'host=127.0.0.1')",
+        "SELECT paxos_append('p', 'g', 'v')",
+        "SELECT paxos_max_group_round('g')",
+        "SELECT pgp_metadata.paxos_prepare('{}')",
+        "SELECT pgp_metadata.paxos_learn('{}')",
+        "SELECT * FROM pgp_metadata.round",
+    ] {
+        admin.batch_execute("SET ROLE app").await.unwrap();
+        assert_eq!(
+            sqlstate(admin, sql).await,
+            "42501",
+            "{sql} as an unprivileged role"
+        );
+        admin.batch_execute("RESET ROLE").await.unwrap();
+    }
+    // EXECUTE alone does not make a role able to manage groups.
+    admin.batch_execute("SET ROLE trusted_app").await.unwrap();
+    assert_eq!(
+        sqlstate(admin, "SELECT paxos_create_group('h', 'host=127.0.0.1')").await,
+        "42501"
+    );
+    admin.batch_execute("RESET ROLE").await.unwrap();
+    assert_eq!(groups_on(admin).await, 1);
+}
+
+#[test]
+fn refuses_to_load_unless_preloaded() {
+    let cluster = Cluster::start(ClusterOptions {
+        nodes: 1,
+        preload_pg_paxos: false,
+        extra_conf: vec![],
+        name: "nopreload".into(),
+    })
+    .expect("start");
+    let error = cluster
+        .node(0)
+        .psql("CREATE EXTENSION pg_paxos")
+        .expect_err("must refuse");
+    assert!(
+        error.to_string().contains("shared_preload_libraries"),
+        "{error}"
+    );
+    assert!(
+        cluster.node(0).psql("SELECT 1").is_ok(),
+        "the server survived"
+    );
+}

@@ -1,0 +1,135 @@
+//! A group keeps working while a minority of its members is dead or hung, fails cleanly
+//! without a majority, and catches up members that come back.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::future::join_all;
+
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(30);
+
+async fn catch_up_everyone(cluster: &cluster::Cluster) {
+    let mut logs = Vec::new();
+    for node in 0..cluster.nodes().len() {
+        let log = eventually(CATCH_UP_LIMIT, || async {
+            let client = cluster
+                .node(node)
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?;
+            client
+                .query_one(
+                    "SELECT paxos_apply_log('t', $1, paxos_max_group_round($1))",
+                    &[&GROUP],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            let log = read_log(&client).await;
+            Ok(log)
+        })
+        .await;
+        logs.push(log);
+    }
+    assert_same_gap_free_logs(&logs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_minority_down_is_tolerated_a_majority_down_fails_cleanly() {
+    let cluster = start("kill", 3);
+    let clients = form_group(&cluster).await;
+    append(&clients[0], "before")
+        .await
+        .expect("append with all up");
+
+    cluster.kill(2).expect("kill node 2");
+    for i in 0..20 {
+        append(&clients[i % 2], &format!("one-down-{i}"))
+            .await
+            .expect("append with one of three down");
+    }
+
+    cluster.kill(1).expect("kill node 1");
+    clients[0]
+        .batch_execute("SET statement_timeout = '2s'")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let error = append(&clients[0], "no-majority")
+        .await
+        .expect_err("append without a majority must fail");
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(10),
+        "failed only after {waited:?}"
+    );
+    let db = error.as_db_error().expect("a server error");
+    assert!(
+        ["57014", "08006"].contains(&db.code().code()),
+        "unexpected error {} {}",
+        db.code().code(),
+        db.message()
+    );
+    clients[0]
+        .batch_execute("RESET statement_timeout")
+        .await
+        .unwrap();
+
+    cluster.restart(1).expect("restart node 1");
+    cluster.restart(2).expect("restart node 2");
+    let after = eventually(CATCH_UP_LIMIT, || async {
+        append(&clients[0], "after-restart")
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    assert!(after > 20);
+    catch_up_everyone(&cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_nodes_work_with_two_down() {
+    let cluster = start("five", 5);
+    let clients = form_group(&cluster).await;
+    cluster.kill(3).expect("kill node 3");
+    cluster.kill(4).expect("kill node 4");
+    let writers = clients[..3]
+        .iter()
+        .enumerate()
+        .map(|(node, client)| async move {
+            for i in 0..10 {
+                append(client, &format!("n{node}-{i}"))
+                    .await
+                    .expect("append with two of five down");
+            }
+        });
+    join_all(writers).await;
+    let logs = join_all(clients[..3].iter().map(applied_log)).await;
+    assert_same_gap_free_logs(&logs);
+    assert_eq!(logs[0].iter().filter(|e| e.kind == "value").count(), 30);
+    cluster.restart(3).expect("restart node 3");
+    cluster.restart(4).expect("restart node 4");
+    catch_up_everyone(&cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hung_member_does_not_block_the_others() {
+    let cluster = start("pause", 3);
+    let clients = form_group(&cluster).await;
+    append(&clients[0], "warm-up").await.unwrap();
+    cluster.pause(2).expect("pause node 2");
+    let started = Instant::now();
+    for i in 0..10 {
+        append(&clients[i % 2], &format!("while-paused-{i}"))
+            .await
+            .expect("append while a member hangs");
+    }
+    // Bounded by pg_paxos.request_timeout (2 s) per phase, not by the hung node.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    cluster.resume(2).expect("resume node 2");
+    catch_up_everyone(&cluster).await;
+}
