@@ -1,9 +1,9 @@
 //! The endpoints that peers call: prepare, accept, learn, and the read-only catch-up and
 //! max-round queries. Each takes one JSON request and answers one JSON reply.
 //!
-//! Invariant: acceptor state is changed under a row lock and committed, with
-//! synchronous_commit on, before the caller sees the reply (the reply leaves the server only
-//! when the transaction has ended). Only superusers and roles granted EXECUTE may call them.
+//! Invariant: acceptor state is changed under a row lock and committed before the caller
+//! sees the reply: the reply leaves the server only when the transaction has ended, and
+//! proposers connect with synchronous_commit on (see `connstr::config`). Only superusers and roles granted EXECUTE may call them.
 use pgrx::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -32,8 +32,17 @@ fn check_group(group: &str) -> Result<()> {
     catalog::require_group(group).map(|_| ())
 }
 
-fn durable_commit() -> Result<()> {
-    Spi::run("SELECT pg_catalog.set_config('synchronous_commit', 'on', true)")?;
+fn check_ballot(ballot: &paxos_core::Ballot) -> Result<()> {
+    if !ballot.is_valid() {
+        return Err(PaxosError::InvalidArgument {
+            what: "ballot",
+            reason: format!(
+                "number {} is outside 0..={}",
+                ballot.number,
+                paxos_core::Ballot::MAX_NUMBER
+            ),
+        });
+    }
     Ok(())
 }
 
@@ -56,7 +65,7 @@ mod pgp_metadata {
         serve(request, |req: PrepareRequest| {
             check_group(&req.group)?;
             check_round(req.round)?;
-            durable_commit()?;
+            check_ballot(&req.ballot)?;
             let mut state = catalog::lock_acceptor(&req.group, req.round)?;
             let reply = state.on_prepare(&req.ballot);
             catalog::store_acceptor(&req.group, req.round, &state)?;
@@ -72,7 +81,7 @@ mod pgp_metadata {
         serve(request, |req: AcceptRequest| {
             check_group(&req.group)?;
             check_round(req.round)?;
-            durable_commit()?;
+            check_ballot(&req.ballot)?;
             let mut state = catalog::lock_acceptor(&req.group, req.round)?;
             let reply = state.on_accept(&req.ballot, req.entry);
             catalog::store_acceptor(&req.group, req.round, &state)?;
@@ -86,6 +95,7 @@ mod pgp_metadata {
             check_group(&req.group)?;
             for d in &req.decisions {
                 check_round(d.round)?;
+                check_ballot(&d.ballot)?;
             }
             if catalog::record_decisions(&req.group, &req.decisions)? {
                 catalog::rebuild_members(&req.group)?;

@@ -2,13 +2,62 @@
 //!
 //! Values always travel as bind parameters. Acceptor state is read with a row lock and written
 //! back in the same transaction, so concurrent messages for one round are serialized.
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
 use paxos_core::{Acceptor, Ballot, Member, Membership};
 use pgrx::datum::DatumWithOid;
-use pgrx::spi::{SpiHeapTupleData, SpiResult};
-use pgrx::Spi;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData, SpiResult, SpiTupleTable};
+use pgrx::{PgOid, Spi};
 
 use crate::error::{PaxosError, Result};
 use crate::messages::{Decision, Entry, EntryKind};
+
+thread_local! {
+    /// Plans are kept for the life of the backend: the endpoints run the same few statements
+    /// thousands of times, and parsing and planning them each time cost more than running them.
+    static PLANS: RefCell<HashMap<&'static str, Rc<OwnedPreparedStatement>>> =
+        RefCell::new(HashMap::new());
+}
+
+/// Runs one of this module's statements through its cached plan.
+fn exec<'conn>(
+    client: &mut SpiClient<'conn>,
+    sql: &'static str,
+    args: &[DatumWithOid],
+) -> SpiResult<SpiTupleTable<'conn>> {
+    let cached = PLANS.with(|plans| plans.borrow().get(sql).cloned());
+    let plan = match cached {
+        Some(plan) => plan,
+        None => {
+            let types: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
+            let plan = Rc::new(client.prepare_mut(sql, &types)?.keep());
+            PLANS.with(|plans| plans.borrow_mut().insert(sql, plan.clone()));
+            plan
+        }
+    };
+    client.update(&*plan, None, args)
+}
+
+/// The first column of the first row of a statement, if any.
+fn value<T: pgrx::FromDatum + pgrx::IntoDatum>(
+    sql: &'static str,
+    args: &[DatumWithOid],
+) -> SpiResult<Option<T>> {
+    Spi::connect_mut(|client| {
+        let rows = exec(client, sql, args)?;
+        match rows.into_iter().next() {
+            Some(row) => row.get::<T>(1),
+            None => Ok(None),
+        }
+    })
+}
+
+/// Runs a statement for its effect.
+fn run(sql: &'static str, args: &[DatumWithOid]) -> SpiResult<()> {
+    Spi::connect_mut(|client| exec(client, sql, args).map(|_| ()))
+}
 
 pub struct Group {
     pub self_connection: String,
@@ -37,21 +86,11 @@ fn accepted(row: &SpiHeapTupleData, first: usize) -> SpiResult<Option<(Ballot, E
 }
 
 pub fn group(group_id: &str) -> Result<Option<Group>> {
-    Ok(Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT self_connection FROM pgp_metadata.\"group\" WHERE group_id = $1",
-            Some(1),
-            &[group_id.into()],
-        )?;
-        rows.into_iter()
-            .next()
-            .map(|row| -> SpiResult<Group> {
-                Ok(Group {
-                    self_connection: row.get::<String>(1)?.unwrap_or_default(),
-                })
-            })
-            .transpose()
-    })?)
+    let connection = value::<String>(
+        "SELECT self_connection FROM pgp_metadata.\"group\" WHERE group_id = $1",
+        &[group_id.into()],
+    )?;
+    Ok(connection.map(|self_connection| Group { self_connection }))
 }
 
 pub fn require_group(group_id: &str) -> Result<Group> {
@@ -59,11 +98,11 @@ pub fn require_group(group_id: &str) -> Result<Group> {
 }
 
 pub fn membership(group_id: &str) -> Result<Membership> {
-    let members = Spi::connect(|client| -> SpiResult<Vec<Member>> {
-        let rows = client.select(
+    let members = Spi::connect_mut(|client| -> SpiResult<Vec<Member>> {
+        let rows = exec(
+            client,
             "SELECT connection, min_round, max_round FROM pgp_metadata.host \
              WHERE group_id = $1 ORDER BY min_round, connection",
-            None,
             &[group_id.into()],
         )?;
         rows.into_iter()
@@ -81,7 +120,7 @@ pub fn membership(group_id: &str) -> Result<Membership> {
 
 /// Every round up to the returned one is chosen and recorded on this node.
 pub fn learned_through(group_id: &str) -> Result<i64> {
-    Ok(Spi::get_one_with_args::<i64>(
+    Ok(value::<i64>(
         "SELECT learned_through FROM pgp_metadata.learner WHERE group_id = $1",
         &[group_id.into()],
     )?
@@ -90,12 +129,12 @@ pub fn learned_through(group_id: &str) -> Result<i64> {
 
 /// Chosen rounds in `from..=through`, in round order, at most `limit` of them.
 pub fn decisions(group_id: &str, from: i64, through: i64, limit: i64) -> Result<Vec<Decision>> {
-    Ok(Spi::connect(|client| -> SpiResult<Vec<Decision>> {
-        let rows = client.select(
+    Ok(Spi::connect_mut(|client| -> SpiResult<Vec<Decision>> {
+        let rows = exec(
+            client,
             "SELECT round_num, accepted_num, accepted_by, value_kind, value, value_id \
              FROM pgp_metadata.round WHERE group_id = $1 AND chosen \
              AND round_num BETWEEN $2 AND $3 ORDER BY round_num LIMIT $4",
-            None,
             &[group_id.into(), from.into(), through.into(), limit.into()],
         )?;
         let mut out = Vec::new();
@@ -113,7 +152,7 @@ pub fn decisions(group_id: &str, from: i64, through: i64, limit: i64) -> Result<
 }
 
 pub fn max_accepted_round(group_id: &str) -> Result<i64> {
-    Ok(Spi::get_one_with_args::<i64>(
+    Ok(value::<i64>(
         "SELECT max(round_num) FROM pgp_metadata.round \
          WHERE group_id = $1 AND accepted_num IS NOT NULL",
         &[group_id.into()],
@@ -121,22 +160,17 @@ pub fn max_accepted_round(group_id: &str) -> Result<i64> {
     .unwrap_or(-1))
 }
 
-/// Loads one round's acceptor state and locks it until the end of the transaction.
+/// Loads one round's acceptor state (creating it empty) and locks it until the end of the
+/// transaction, in one statement.
 pub fn lock_acceptor(group_id: &str, round: i64) -> Result<Acceptor<Entry>> {
     Ok(Spi::connect_mut(|client| -> SpiResult<Acceptor<Entry>> {
-        let args: [DatumWithOid; 2] = [group_id.into(), round.into()];
-        client.update(
-            "INSERT INTO pgp_metadata.round (group_id, round_num) VALUES ($1, $2) \
-             ON CONFLICT DO NOTHING",
-            None,
-            &args,
-        )?;
-        let rows = client.update(
-            "SELECT promised_num, promised_by, accepted_num, accepted_by, value_kind, value, \
-             value_id, chosen FROM pgp_metadata.round \
-             WHERE group_id = $1 AND round_num = $2 FOR UPDATE",
-            Some(1),
-            &args,
+        let rows = exec(
+            client,
+            "INSERT INTO pgp_metadata.round AS r (group_id, round_num) VALUES ($1, $2) \
+             ON CONFLICT (group_id, round_num) DO UPDATE SET chosen = r.chosen \
+             RETURNING promised_num, promised_by, accepted_num, accepted_by, value_kind, \
+             value, value_id, chosen",
+            &[group_id.into(), round.into()],
         )?;
         let row = rows
             .into_iter()
@@ -153,7 +187,7 @@ pub fn lock_acceptor(group_id: &str, round: i64) -> Result<Acceptor<Entry>> {
 pub fn store_acceptor(group_id: &str, round: i64, state: &Acceptor<Entry>) -> Result<()> {
     let promised = state.promised.as_ref();
     let accepted = state.accepted.as_ref();
-    Spi::run_with_args(
+    run(
         "UPDATE pgp_metadata.round SET promised_num = $3, promised_by = $4, \
          accepted_num = $5, accepted_by = $6, value_kind = $7, value = $8, value_id = $9, \
          chosen = $10 WHERE group_id = $1 AND round_num = $2",
@@ -173,15 +207,17 @@ pub fn store_acceptor(group_id: &str, round: i64, state: &Acceptor<Entry>) -> Re
     Ok(())
 }
 
-/// Moves learned_through past every chosen round that now follows it without a gap.
+/// Moves learned_through past every chosen round that now follows it without a gap: in the
+/// chosen rounds above it, the gap-free run is where round = learned_through + row number.
 pub fn advance_learned(group_id: &str) -> Result<i64> {
-    Ok(Spi::get_one_with_args::<i64>(
-        "WITH RECURSIVE run(r) AS ( \
-             SELECT learned_through FROM pgp_metadata.learner WHERE group_id = $1 \
-           UNION ALL \
-             SELECT run.r + 1 FROM run JOIN pgp_metadata.round ON group_id = $1 \
-               AND round_num = run.r + 1 AND chosen) \
-         UPDATE pgp_metadata.learner SET learned_through = (SELECT max(r) FROM run) \
+    Ok(value::<i64>(
+        "UPDATE pgp_metadata.learner l SET learned_through = coalesce(( \
+             SELECT max(round_num) FROM ( \
+                 SELECT round_num, row_number() OVER (ORDER BY round_num) AS n \
+                 FROM pgp_metadata.round r \
+                 WHERE r.group_id = l.group_id AND r.chosen \
+                   AND r.round_num > l.learned_through) run \
+             WHERE round_num = l.learned_through + n), l.learned_through) \
          WHERE group_id = $1 RETURNING learned_through",
         &[group_id.into()],
     )?
@@ -192,12 +228,12 @@ pub fn advance_learned(group_id: &str) -> Result<i64> {
 /// (round 0 holds the founder's join). Deriving it keeps it right when rounds are learned out
 /// of order.
 pub fn rebuild_members(group_id: &str) -> Result<()> {
-    let changes = Spi::connect(|client| -> SpiResult<Vec<(i64, EntryKind, String)>> {
-        let rows = client.select(
+    let changes = Spi::connect_mut(|client| -> SpiResult<Vec<(i64, EntryKind, String)>> {
+        let rows = exec(
+            client,
             "SELECT round_num, value_kind, value FROM pgp_metadata.round \
              WHERE group_id = $1 AND chosen AND value_kind IN ('join', 'leave') \
              ORDER BY round_num",
-            None,
             &[group_id.into()],
         )?;
         rows.into_iter()
@@ -219,12 +255,12 @@ pub fn rebuild_members(group_id: &str) -> Result<()> {
             _ => false,
         };
     }
-    Spi::run_with_args(
+    run(
         "DELETE FROM pgp_metadata.host WHERE group_id = $1",
         &[group_id.into()],
     )?;
     for m in membership.members() {
-        Spi::run_with_args(
+        run(
             "INSERT INTO pgp_metadata.host (group_id, connection, min_round, max_round) \
              VALUES ($1, $2, $3, $4)",
             &[
@@ -254,12 +290,12 @@ pub fn record_decisions(group_id: &str, decisions: &[Decision]) -> Result<bool> 
 }
 
 pub fn insert_group(group_id: &str, self_connection: &str, applied: i64) -> Result<()> {
-    Spi::run_with_args(
+    run(
         "INSERT INTO pgp_metadata.\"group\" (group_id, self_connection, last_applied_round) \
          VALUES ($1, $2, $3)",
         &[group_id.into(), self_connection.into(), applied.into()],
     )?;
-    Spi::run_with_args(
+    run(
         "INSERT INTO pgp_metadata.learner (group_id) VALUES ($1)",
         &[group_id.into()],
     )?;
@@ -267,7 +303,7 @@ pub fn insert_group(group_id: &str, self_connection: &str, applied: i64) -> Resu
 }
 
 pub fn delete_group(group_id: &str) -> Result<()> {
-    Spi::run_with_args(
+    run(
         "DELETE FROM pgp_metadata.\"group\" WHERE group_id = $1",
         &[group_id.into()],
     )?;
@@ -275,18 +311,20 @@ pub fn delete_group(group_id: &str) -> Result<()> {
 }
 
 /// Locks the group's applied position until the end of the transaction and returns it, so
-/// that two sessions never apply the same round.
+/// that two sessions never apply the same round. NO KEY UPDATE, because this node's own
+/// endpoints, called over a connection while the lock is held, insert rounds whose foreign
+/// key takes KEY SHARE on the same row: FOR UPDATE would make them wait for us forever.
 pub fn lock_applied(group_id: &str) -> Result<i64> {
-    require_group(group_id)?;
-    Ok(Spi::get_one_with_args::<i64>(
-        "SELECT last_applied_round FROM pgp_metadata.\"group\" WHERE group_id = $1 FOR UPDATE",
+    value::<i64>(
+        "SELECT last_applied_round FROM pgp_metadata.\"group\" WHERE group_id = $1 \
+         FOR NO KEY UPDATE",
         &[group_id.into()],
     )?
-    .unwrap_or(-1))
+    .ok_or_else(|| PaxosError::UnknownGroup(group_id.to_owned()))
 }
 
 pub fn set_applied(group_id: &str, round: i64) -> Result<()> {
-    Spi::run_with_args(
+    run(
         "UPDATE pgp_metadata.\"group\" SET last_applied_round = $2 WHERE group_id = $1",
         &[group_id.into(), round.into()],
     )?;

@@ -62,6 +62,12 @@ pub fn config(connection: &str, timeout: Duration) -> Result<Config> {
     }
     config.connect_timeout(timeout);
     config.application_name("pg_paxos");
+    // Acceptors answer only after their commit is durable, whatever the server's default.
+    let options = match config.get_options() {
+        Some(own) => format!("{own} -c synchronous_commit=on"),
+        None => "-c synchronous_commit=on".to_owned(),
+    };
+    config.options(options);
     Ok(config)
 }
 

@@ -102,6 +102,8 @@ async fn bad_arguments_are_refused_and_change_nothing() {
         ("SELECT pgp_metadata.paxos_prepare('not json')".to_owned(), "22023"),
         (r#"SELECT pgp_metadata.paxos_prepare('{"group":"g","round":-1,"ballot":{"number":1,"proposer":"x"}}')"#.to_owned(), "22023"),
         (r#"SELECT pgp_metadata.paxos_prepare('{"group":"zz","round":1,"ballot":{"number":1,"proposer":"x"}}')"#.to_owned(), "42704"),
+        // A ballot so high that no proposer could ever outbid it.
+        (r#"SELECT pgp_metadata.paxos_prepare('{"group":"g","round":1,"ballot":{"number":9223372036854775807,"proposer":"x"}}')"#.to_owned(), "22023"),
     ] {
         assert_eq!(sqlstate(&a, &sql).await, code, "{sql}");
     }

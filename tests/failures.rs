@@ -133,3 +133,23 @@ async fn a_hung_member_does_not_block_the_others() {
     cluster.resume(2).expect("resume node 2");
     catch_up_everyone(&cluster).await;
 }
+
+/// Regression: applying on a node that must first record what it missed used to lock the
+/// group row FOR UPDATE, which blocked this node's own learn endpoint (its foreign key takes
+/// KEY SHARE on that row) until the request timed out. One call must now succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_member_catches_up_in_one_call() {
+    let cluster = start("rejoin", 3);
+    let clients = form_group(&cluster).await;
+    cluster.kill(2).expect("kill node 2");
+    for i in 0..5 {
+        append(&clients[i % 2], &format!("missed-{i}"))
+            .await
+            .unwrap();
+    }
+    cluster.restart(2).expect("restart node 2");
+    let node2 = connect(&cluster, 2).await;
+    let log = applied_log(&node2).await;
+    assert_eq!(log, read_log(&clients[0]).await);
+    assert_eq!(log.iter().filter(|e| e.kind == "value").count(), 5);
+}

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+pub use cluster::group::LogEntry;
 use cluster::{Cluster, ClusterOptions};
 use tokio_postgres::Client;
 
@@ -26,73 +27,24 @@ pub async fn connect(cluster: &Cluster, node: usize) -> Client {
         .unwrap_or_else(|e| panic!("connecting to node {node}: {e}"))
 }
 
-/// Creates the extension everywhere and a group with every node as a member: node 0 founds
-/// it, node i joins through node i-1.
+/// A group with every node as a member (see `cluster::group::form`).
 pub async fn form_group(cluster: &Cluster) -> Vec<Client> {
-    let mut clients = Vec::new();
-    for i in 0..cluster.nodes().len() {
-        let client = connect(cluster, i).await;
-        client
-            .batch_execute("CREATE EXTENSION pg_paxos")
-            .await
-            .expect("CREATE EXTENSION");
-        let own = cluster.node(i).connstr();
-        if i == 0 {
-            client
-                .execute("SELECT paxos_create_group($1, $2)", &[&GROUP, &own])
-                .await
-                .expect("create group");
-        } else {
-            let existing = cluster.node(i - 1).connstr();
-            client
-                .query_one(
-                    "SELECT paxos_join_group($1, $2, $3)",
-                    &[&GROUP, &existing, &own],
-                )
-                .await
-                .unwrap_or_else(|e| panic!("node {i} joining: {e}"));
-        }
-        clients.push(client);
-    }
-    clients
-}
-
-/// One chosen log entry as every node must agree on it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogEntry {
-    pub round: i64,
-    pub kind: String,
-    pub value: Option<String>,
-}
-
-/// Applies the log up to the group's highest round on this node, then reads it.
-pub async fn applied_log(client: &Client) -> Vec<LogEntry> {
-    client
-        .query_one(
-            "SELECT paxos_apply_log('test', $1, paxos_max_group_round($1))",
-            &[&GROUP],
-        )
+    cluster::group::form(cluster, GROUP)
         .await
-        .expect("apply log");
-    read_log(client).await
+        .unwrap_or_else(|e| panic!("forming the group: {e}"))
+        .0
+}
+
+pub async fn applied_log(client: &Client) -> Vec<LogEntry> {
+    cluster::group::applied_log(client, GROUP)
+        .await
+        .expect("apply and read the log")
 }
 
 pub async fn read_log(client: &Client) -> Vec<LogEntry> {
-    client
-        .query(
-            "SELECT round_num, value_kind, value FROM pgp_metadata.round \
-             WHERE group_id = $1 AND chosen ORDER BY round_num",
-            &[&GROUP],
-        )
+    cluster::group::read_log(client, GROUP)
         .await
-        .expect("read log")
-        .iter()
-        .map(|row| LogEntry {
-            round: row.get(0),
-            kind: row.get(1),
-            value: row.get(2),
-        })
-        .collect()
+        .expect("read the log")
 }
 
 /// Asserts the log is gap-free from round 0 and identical on every client.

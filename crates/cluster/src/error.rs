@@ -41,6 +41,13 @@ pub enum Error {
     /// The node is not in a state that allows the operation.
     #[error("{node}: {problem}")]
     NodeState { node: String, problem: String },
+    /// A statement failed on a node.
+    #[error("{node}: {sql}: {source}")]
+    Sql {
+        node: String,
+        sql: String,
+        source: tokio_postgres::Error,
+    },
     /// A tokio-postgres connection could not be made.
     #[error("connecting to {node}: {source}")]
     Connect {

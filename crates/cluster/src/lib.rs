@@ -15,6 +15,7 @@
 //! `PG_PAXOS_PG_BIN`.
 
 mod error;
+pub mod group;
 mod ports;
 mod process;
 

@@ -14,6 +14,16 @@ pub struct Ballot {
 }
 
 impl Ballot {
+    /// The highest ballot number acceptors take. Proposers raise numbers one at a time, so
+    /// real ballots never come near it; the headroom keeps [`Ballot::above`] from overflowing
+    /// whatever an acceptor reports.
+    pub const MAX_NUMBER: i64 = i64::MAX / 2;
+
+    /// Whether acceptors take this ballot: numbers from 0 to [`Ballot::MAX_NUMBER`].
+    pub fn is_valid(&self) -> bool {
+        (0..=Self::MAX_NUMBER).contains(&self.number)
+    }
+
     pub fn new(number: i64, proposer: impl Into<String>) -> Self {
         Ballot {
             number,
@@ -21,7 +31,7 @@ impl Ballot {
         }
     }
 
-    /// The lowest ballot of `proposer` that is higher than `other`.
+    /// The lowest ballot of `proposer` that is higher than `other` (a valid ballot).
     pub fn above(other: &Ballot, proposer: impl Into<String>) -> Self {
         let proposer = proposer.into();
         let number = if proposer.as_str() > other.proposer.as_str() {
