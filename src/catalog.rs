@@ -330,3 +330,15 @@ pub fn set_applied(group_id: &str, round: i64) -> Result<()> {
     )?;
     Ok(())
 }
+
+/// Makes the proposers of this node take turns on a group until their transactions end:
+/// proposers on one node competing for the same round only delay each other, and the lock
+/// queue serves them in order, so none starves. The wait is interruptible.
+pub fn take_proposer_turn(group_id: &str) -> Result<()> {
+    run(
+        "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pg_paxos proposer'), \
+         pg_catalog.hashtext($1))",
+        &[group_id.into()],
+    )?;
+    Ok(())
+}

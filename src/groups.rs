@@ -174,7 +174,7 @@ fn copy_log(group: &str, existing: &str, own: &str, through: i64) -> Result<()> 
 pub fn leave(group: &str) -> Result<i64> {
     require_superuser("leave paxos groups")?;
     let info = catalog::require_group(group)?;
-    let mut log = Log::open(group, "leave")?;
+    let mut log = Log::open_to_append(group, "leave")?;
     let next = log.learned_through() + 1;
     let round = if catalog::membership(group)?.voters(next) == [info.self_connection.as_str()] {
         // The last member: nobody else needs to hear of it.
@@ -212,7 +212,7 @@ mod pgp_metadata {
                         reason: "must be join or leave".into(),
                     });
                 }
-                let round = Log::open(&req.group, "membership")?.append(Entry {
+                let round = Log::open_to_append(&req.group, "membership")?.append(Entry {
                     id: ids::proposal_id(),
                     kind: req.kind,
                     value: Some(req.connection),

@@ -48,6 +48,14 @@ impl Log {
         })
     }
 
+    /// Opens the log to append to it, after this node's earlier proposers on the group are
+    /// done (see `catalog::take_proposer_turn`), so it starts from what they appended.
+    pub fn open_to_append(group: &str, proposer: &str) -> Result<Log> {
+        catalog::require_group(group)?;
+        catalog::take_proposer_turn(group)?;
+        Log::open(group, proposer)
+    }
+
     pub fn learned_through(&self) -> i64 {
         self.learned_through
     }
@@ -104,11 +112,10 @@ impl Log {
                 reason: "no member votes on it".into(),
             });
         }
-        let mut proposer = Proposer::new(
-            Ballot::new(1, self.owner.clone()),
-            voters.len(),
-            entry.clone(),
-        );
+        // Ballots of equal number are ordered by proposer: a random prefix per round makes
+        // that order a fair draw, so no node wins every tie (the owner keeps it unique).
+        let owner = format!("{:08x}:{}", ids::random_u64() as u32, self.owner);
+        let mut proposer = Proposer::new(Ballot::new(1, owner), voters.len(), entry.clone());
         let mut command = proposer.start();
         let mut max_round = round;
         let mut attempts = 0u32;

@@ -1,0 +1,200 @@
+//! Benchmark of paxos_append on a 3-node loopback group, beside a plain local INSERT measured
+//! in the same run on the same machine. Prints throughput, latency percentiles and per-client
+//! counts (starvation shows there); every figure is the median of several runs.
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use cluster::tokio_postgres::Client;
+use cluster::{group, Cluster, ClusterOptions};
+
+const GROUP: &str = "bench";
+
+#[derive(Parser, Debug)]
+#[command(about = "Benchmark pg_paxos appends against a plain local INSERT")]
+struct Args {
+    /// Seconds each measured run lasts.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Runs per configuration; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Client counts to measure, spread round-robin over the three nodes.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 4, 16])]
+    clients: Vec<usize>,
+}
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// What one run measured.
+struct Run {
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+    counts: Vec<usize>,
+}
+
+#[derive(Clone, Copy)]
+enum Workload {
+    /// `INSERT INTO plain_insert` on node 0 only: the local baseline.
+    PlainInsert,
+    /// `paxos_append` from clients spread over all nodes.
+    Append,
+}
+
+impl Workload {
+    fn sql(self) -> &'static str {
+        match self {
+            Workload::PlainInsert => "INSERT INTO plain_insert (v) VALUES ($1)",
+            Workload::Append => "SELECT paxos_append('bench', 'bench', $1)",
+        }
+    }
+}
+
+async fn measure(
+    cluster: &Cluster,
+    workload: Workload,
+    clients: usize,
+    seconds: u64,
+) -> Result<Run> {
+    let mut sessions: Vec<Arc<Client>> = Vec::new();
+    for i in 0..clients {
+        let node = match workload {
+            Workload::PlainInsert => 0,
+            Workload::Append => i % cluster.nodes().len(),
+        };
+        sessions.push(Arc::new(cluster.node(node).connect().await?));
+    }
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let tasks: Vec<_> = sessions
+        .into_iter()
+        .enumerate()
+        .map(|(i, client)| {
+            tokio::spawn(async move {
+                let statement = client.prepare(workload.sql()).await?;
+                let mut latencies = Vec::new();
+                while Instant::now() < deadline {
+                    let value = format!("c{i}-{}", latencies.len());
+                    let started = Instant::now();
+                    client.execute(&statement, &[&value]).await?;
+                    latencies.push(started.elapsed());
+                }
+                Ok::<_, cluster::tokio_postgres::Error>(latencies)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut counts = Vec::new();
+    for task in tasks {
+        let latencies = task.await??;
+        counts.push(latencies.len());
+        all.extend(latencies);
+    }
+    all.sort_unstable();
+    let percentile = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    Ok(Run {
+        per_second: all.len() as f64 / seconds as f64,
+        p50: percentile(0.50),
+        p99: percentile(0.99),
+        counts,
+    })
+}
+
+fn median<T: Copy + PartialOrd>(mut values: Vec<T>) -> T {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    values[values.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1000.0)
+}
+
+async fn run(args: Args) -> Result<()> {
+    if args.runs == 0 || args.seconds == 0 || args.clients.contains(&0) {
+        return Err("--runs, --seconds and every --clients value must be at least 1".into());
+    }
+    eprintln!("starting a 3-node group on 127.0.0.1 ...");
+    let cluster = Cluster::start(ClusterOptions {
+        nodes: 3,
+        name: "bench".into(),
+        ..ClusterOptions::default()
+    })?;
+    let (clients, _) = group::form(&cluster, GROUP).await?;
+    clients[0]
+        .batch_execute("CREATE TABLE plain_insert (id bigserial PRIMARY KEY, v text)")
+        .await?;
+    println!(
+        "{} s per run, median of {} runs; pg_paxos: 3 nodes, clients spread round-robin; \
+         plain: INSERT on node 0",
+        args.seconds, args.runs
+    );
+    println!(
+        "{:>7}  {:>9}  {:>11}  {:>8}  {:>8}  {:>11}  {:>10}  {:>9}  per-client counts (last run)",
+        "clients",
+        "workload",
+        "ops/s",
+        "p50 ms",
+        "p99 ms",
+        "plain ops/s",
+        "throughput",
+        "p50 ratio"
+    );
+    for &n in &args.clients {
+        let mut results = Vec::new();
+        for workload in [Workload::PlainInsert, Workload::Append] {
+            let mut runs = Vec::new();
+            for r in 0..args.runs {
+                eprintln!("  {n} clients, run {}/{} ...", r + 1, args.runs);
+                runs.push(measure(&cluster, workload, n, args.seconds).await?);
+            }
+            results.push(runs);
+        }
+        let summary = |runs: &[Run]| {
+            (
+                median(runs.iter().map(|r| r.per_second).collect()),
+                median(runs.iter().map(|r| r.p50).collect()),
+                median(runs.iter().map(|r| r.p99).collect()),
+            )
+        };
+        let (plain_rate, plain_p50, plain_p99) = summary(&results[0]);
+        let (rate, p50, p99) = summary(&results[1]);
+        let last = results[1]
+            .last()
+            .map(|r| r.counts.clone())
+            .unwrap_or_default();
+        println!(
+            "{n:>7}  {:>9}  {:>11.0}  {:>8}  {:>8}  {:>11}  {:>10}  {:>9}  -",
+            "plain",
+            plain_rate,
+            ms(plain_p50),
+            ms(plain_p99),
+            "",
+            "",
+            ""
+        );
+        println!(
+            "{n:>7}  {:>9}  {:>11.0}  {:>8}  {:>8}  {:>11.0}  {:>9.3}x  {:>8.1}x  {:?}",
+            "append",
+            rate,
+            ms(p50),
+            ms(p99),
+            plain_rate,
+            rate / plain_rate,
+            p50.as_secs_f64() / plain_p50.as_secs_f64(),
+            last
+        );
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("benchmark failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
