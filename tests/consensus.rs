@@ -101,3 +101,50 @@ async fn concurrent_appends_land_exactly_once_in_one_gap_free_log() {
         );
     }
 }
+
+/// A member that leaves stops voting after its leave round; the others go on as a group of
+/// two, history keeps the old membership, and leaving again is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_leaves_and_the_rest_go_on() {
+    let cluster = start("leave", 3);
+    let clients = form_group(&cluster).await;
+    append(&clients[0], "before").await.unwrap();
+    let left: i64 = clients[2]
+        .query_one("SELECT paxos_leave_group($1)", &[&GROUP])
+        .await
+        .expect("leave")
+        .get(0);
+    let groups: i64 = clients[2]
+        .query_one("SELECT count(*) FROM pgp_metadata.\"group\"", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(groups, 0, "the node that left keeps nothing of the group");
+    let again = clients[2]
+        .query_one("SELECT paxos_leave_group($1)", &[&GROUP])
+        .await
+        .expect_err("leaving twice");
+    assert_eq!(again.as_db_error().unwrap().code().code(), "42704");
+
+    // Two members remain: both are needed now, and the third is no longer asked.
+    cluster.kill(2).expect("kill the node that left");
+    let round = append(&clients[1], "after")
+        .await
+        .expect("append without the node that left");
+    assert!(round > left);
+    let hosts: Vec<(String, i64, Option<i64>)> = clients[0]
+        .query(
+            "SELECT connection, min_round, max_round FROM pgp_metadata.host ORDER BY min_round",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(hosts.len(), 3, "history keeps the member that left");
+    assert_eq!(hosts[2].2, Some(left), "it voted up to its leave round");
+    let logs = futures_util::future::join_all(clients[..2].iter().map(applied_log)).await;
+    assert_same_gap_free_logs(&logs);
+    assert_eq!(logs[0][left as usize].kind, "leave");
+}
