@@ -292,16 +292,25 @@ impl Log {
             let voters = self.voters(from);
             let requests: Vec<(String, String)> =
                 voters.iter().map(|v| (v.clone(), sql.clone())).collect();
-            // The longest gap-free run any voter knows.
-            let mut best: Vec<Decision> = Vec::new();
-            for reply in peers::exchange_all(&requests) {
+            // The longest gap-free run among a majority's answers, never waiting for a hung
+            // member; a round none of them recorded as chosen is decided again by
+            // learn_through, which recovers the value a majority accepted.
+            let needed = majority(voters.len());
+            let (mut best, mut answered): (Vec<Decision>, usize) = (Vec::new(), 0);
+            peers::exchange(&requests, |_, reply| {
                 if let Ok(decisions) = reply.and_then(|t| parse::<ChosenResponse>(&t)) {
+                    answered += 1;
                     let run = gap_free_prefix(from, decisions);
                     if run.len() > best.len() {
                         best = run;
                     }
                 }
-            }
+                if answered >= needed {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            });
             if best.is_empty() {
                 break;
             }
