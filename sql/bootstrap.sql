@@ -51,4 +51,17 @@ CREATE TABLE pgp_metadata.round (
     CHECK (NOT chosen OR accepted_num IS NOT NULL)
 );
 
+-- A promise covering every round from from_round on (Multi-Paxos phase 1 for many rounds at
+-- once). A round's effective promise is the higher of its own and this one. The row exists
+-- from the moment the group does; endpoints lock it (SHARE to vote, UPDATE to promise), so
+-- a promise for many rounds and a vote on one of them never interleave.
+CREATE TABLE pgp_metadata.promise (
+    group_id text PRIMARY KEY REFERENCES pgp_metadata."group" ON DELETE CASCADE,
+    from_round bigint,
+    ballot_num bigint,
+    ballot_by text,
+    CHECK ((from_round IS NULL) = (ballot_num IS NULL)),
+    CHECK ((ballot_num IS NULL) = (ballot_by IS NULL))
+);
+
 REVOKE ALL ON ALL TABLES IN SCHEMA pgp_metadata FROM PUBLIC;

@@ -63,10 +63,13 @@ mod pgp_metadata {
     #[pg_extern(volatile, parallel_unsafe)]
     fn paxos_prepare(request: &str) -> String {
         serve(request, |req: PrepareRequest| {
-            check_group(&req.group)?;
             check_round(req.round)?;
             check_ballot(&req.ballot)?;
+            let range = catalog::share_range_promise(&req.group)?;
             let mut state = catalog::lock_acceptor(&req.group, req.round)?;
+            if let Some(range) = &range {
+                range.apply(req.round, &mut state);
+            }
             let reply = state.on_prepare(&req.ballot);
             catalog::store_acceptor(&req.group, req.round, &state)?;
             Ok(PrepareResponse {
@@ -76,13 +79,54 @@ mod pgp_metadata {
         })
     }
 
+    /// Phase 1 for every round from `from_round` on: promised only if no such round holds a
+    /// higher promise; the reply lists every value accepted there. Holding the range promise
+    /// row exclusively, it never interleaves with a vote (votes hold it shared).
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn paxos_prepare_from(request: &str) -> String {
+        serve(request, |req: PrepareFromRequest| {
+            check_round(req.from_round)?;
+            check_ballot(&req.ballot)?;
+            let current = catalog::lock_range_promise(&req.group)?;
+            let max_round = catalog::max_accepted_round(&req.group)?;
+            let highest = [
+                current.as_ref().map(|p| p.ballot.clone()),
+                catalog::highest_round_promise(&req.group, req.from_round)?,
+            ]
+            .into_iter()
+            .flatten()
+            .max();
+            if let Some(promised) = highest.filter(|h| *h > req.ballot) {
+                let reply = RangeReply::Reject { promised };
+                return Ok(PrepareFromResponse { reply, max_round });
+            }
+            // Promising more rounds than asked only restricts this acceptor: always safe.
+            let from = current.map_or(req.from_round, |p| p.from.min(req.from_round));
+            let ballot = req.ballot;
+            catalog::set_range_promise(&req.group, &catalog::RangePromise { from, ballot })?;
+            let accepted = catalog::accepted_from(&req.group, req.from_round)?
+                .into_iter()
+                .map(|(round, ballot, entry)| Reported {
+                    round,
+                    ballot,
+                    entry,
+                })
+                .collect();
+            let reply = RangeReply::Promise { accepted };
+            Ok(PrepareFromResponse { reply, max_round })
+        })
+    }
+
     #[pg_extern(volatile, parallel_unsafe)]
     fn paxos_accept(request: &str) -> String {
         serve(request, |req: AcceptRequest| {
-            check_group(&req.group)?;
             check_round(req.round)?;
             check_ballot(&req.ballot)?;
+            let range = catalog::share_range_promise(&req.group)?;
             let mut state = catalog::lock_acceptor(&req.group, req.round)?;
+            if let Some(range) = &range {
+                range.apply(req.round, &mut state);
+            }
             let reply = state.on_accept(&req.ballot, req.entry);
             catalog::store_acceptor(&req.group, req.round, &state)?;
             Ok(reply)
@@ -92,7 +136,7 @@ mod pgp_metadata {
     #[pg_extern(volatile, parallel_unsafe)]
     fn paxos_learn(request: &str) -> String {
         serve(request, |req: LearnRequest| {
-            check_group(&req.group)?;
+            catalog::share_range_promise(&req.group)?;
             for d in &req.decisions {
                 check_round(d.round)?;
                 check_ballot(&d.ballot)?;

@@ -299,6 +299,10 @@ pub fn insert_group(group_id: &str, self_connection: &str, applied: i64) -> Resu
         "INSERT INTO pgp_metadata.learner (group_id) VALUES ($1)",
         &[group_id.into()],
     )?;
+    run(
+        "INSERT INTO pgp_metadata.promise (group_id) VALUES ($1)",
+        &[group_id.into()],
+    )?;
     Ok(())
 }
 
@@ -341,4 +345,109 @@ pub fn take_proposer_turn(group_id: &str) -> Result<()> {
         &[group_id.into()],
     )?;
     Ok(())
+}
+
+/// A promise covering every round from `from` on.
+#[derive(Clone, Debug)]
+pub struct RangePromise {
+    pub from: i64,
+    pub ballot: Ballot,
+}
+
+impl RangePromise {
+    /// Raises `state`'s promise to this one when it covers `round`.
+    pub fn apply(&self, round: i64, state: &mut Acceptor<Entry>) {
+        if round >= self.from && state.promised.as_ref().is_none_or(|p| *p < self.ballot) {
+            state.promised = Some(self.ballot.clone());
+        }
+    }
+}
+
+fn read_range_promise(sql: &'static str, group_id: &str) -> Result<Option<RangePromise>> {
+    Spi::connect_mut(|client| -> Result<Option<RangePromise>> {
+        let rows = exec(client, sql, &[group_id.into()])?;
+        let row = rows
+            .into_iter()
+            .next()
+            .ok_or_else(|| PaxosError::UnknownGroup(group_id.to_owned()))?;
+        let from = row.get::<i64>(1)?;
+        Ok(match (from, ballot(&row, 2, 3)?) {
+            (Some(from), Some(ballot)) => Some(RangePromise { from, ballot }),
+            _ => None,
+        })
+    })
+}
+
+/// Locks the group's range promise so that no promise for many rounds changes while this
+/// transaction votes; fails with UnknownGroup when this node does not (yet) have the group.
+pub fn share_range_promise(group_id: &str) -> Result<Option<RangePromise>> {
+    read_range_promise(
+        "SELECT from_round, ballot_num, ballot_by FROM pgp_metadata.promise \
+         WHERE group_id = $1 FOR SHARE",
+        group_id,
+    )
+}
+
+/// Locks the group's range promise against every vote until the end of the transaction.
+pub fn lock_range_promise(group_id: &str) -> Result<Option<RangePromise>> {
+    read_range_promise(
+        "SELECT from_round, ballot_num, ballot_by FROM pgp_metadata.promise \
+         WHERE group_id = $1 FOR UPDATE",
+        group_id,
+    )
+}
+
+pub fn set_range_promise(group_id: &str, promise: &RangePromise) -> Result<()> {
+    run(
+        "UPDATE pgp_metadata.promise SET from_round = $2, ballot_num = $3, ballot_by = $4 \
+         WHERE group_id = $1",
+        &[
+            group_id.into(),
+            promise.from.into(),
+            promise.ballot.number.into(),
+            promise.ballot.proposer.clone().into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The highest promise any single round from `from` on holds. Ballot owners compare
+/// byte-wise, as Rust strings do, hence COLLATE "C".
+pub fn highest_round_promise(group_id: &str, from: i64) -> Result<Option<Ballot>> {
+    Ok(Spi::connect_mut(|client| -> SpiResult<Option<Ballot>> {
+        let rows = exec(
+            client,
+            "SELECT promised_num, promised_by FROM pgp_metadata.round \
+             WHERE group_id = $1 AND round_num >= $2 AND promised_num IS NOT NULL \
+             ORDER BY promised_num DESC, promised_by COLLATE \"C\" DESC LIMIT 1",
+            &[group_id.into(), from.into()],
+        )?;
+        match rows.into_iter().next() {
+            Some(row) => ballot(&row, 1, 2),
+            None => Ok(None),
+        }
+    })?)
+}
+
+/// Every value accepted from round `from` on, with its round and ballot.
+pub fn accepted_from(group_id: &str, from: i64) -> Result<Vec<(i64, Ballot, Entry)>> {
+    Ok(Spi::connect_mut(
+        |client| -> SpiResult<Vec<(i64, Ballot, Entry)>> {
+            let rows = exec(
+                client,
+                "SELECT round_num, accepted_num, accepted_by, value_kind, value, value_id \
+             FROM pgp_metadata.round WHERE group_id = $1 AND round_num >= $2 \
+             AND accepted_num IS NOT NULL ORDER BY round_num",
+                &[group_id.into(), from.into()],
+            )?;
+            let mut out = Vec::new();
+            for row in rows {
+                if let Some((ballot, entry)) = accepted(&row, 2)? {
+                    let round = row.get::<i64>(1)?.unwrap_or(0);
+                    out.push((round, ballot, entry));
+                }
+            }
+            Ok(out)
+        },
+    )?)
 }

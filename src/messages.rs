@@ -71,6 +71,36 @@ pub struct PrepareResponse {
     pub max_round: i64,
 }
 
+/// Phase 1 for every round from `from_round` on, at once.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PrepareFromRequest {
+    pub group: String,
+    pub from_round: i64,
+    pub ballot: Ballot,
+}
+
+/// A value an acceptor accepted in a round covered by a range promise.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Reported {
+    pub round: i64,
+    pub ballot: Ballot,
+    pub entry: Entry,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RangeReply {
+    /// Promised for every round from the requested one on; here is what was accepted there.
+    Promise { accepted: Vec<Reported> },
+    /// Some round from the requested one on had promised a higher ballot.
+    Reject { promised: Ballot },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PrepareFromResponse {
+    pub reply: RangeReply,
+    pub max_round: i64,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AcceptRequest {
     pub group: String,

@@ -112,10 +112,15 @@ impl Log {
                 reason: "no member votes on it".into(),
             });
         }
-        // Ballots of equal number are ordered by proposer: a random prefix per round makes
-        // that order a fair draw, so no node wins every tie (the owner keeps it unique).
-        let owner = format!("{:08x}:{}", ids::random_u64() as u32, self.owner);
-        let mut proposer = Proposer::new(Ballot::new(1, owner), voters.len(), entry.clone());
+        let mut proposer = match leadership::for_round(&self.group, round, &voters) {
+            // Phase 1 is done for this round: propose what it reported, or our entry.
+            Some((ballot, reported)) => Proposer::prepared(
+                ballot,
+                voters.len(),
+                reported.unwrap_or_else(|| entry.clone()),
+            ),
+            None => Proposer::new(self.fresh_ballot(1), voters.len(), entry.clone()),
+        };
         let mut command = proposer.start();
         let mut max_round = round;
         let mut attempts = 0u32;
@@ -160,6 +165,7 @@ impl Log {
                         ballot,
                         entry: value,
                     };
+                    leadership::settled(&self.group, round);
                     // The decision stands even if this node failed to record it: whoever
                     // needs it later fetches it again (catch_up).
                     let _ = self.learn(std::slice::from_ref(&decision));
@@ -167,11 +173,81 @@ impl Log {
                     return Ok((decision, max_round));
                 }
                 Command::Backoff => {
+                    leadership::lose(&self.group);
                     attempts += 1;
                     peers::sleep(backoff(attempts));
                     proposer.retry()
                 }
             };
+        }
+    }
+
+    /// A ballot numbered `number`. Ballots of equal number are ordered by proposer: a random
+    /// prefix per ballot makes that order a fair draw, so no node wins every tie (the owner
+    /// part keeps it unique).
+    fn fresh_ballot(&self, number: i64) -> Ballot {
+        Ballot::new(
+            number,
+            format!("{:08x}:{}", ids::random_u64() as u32, self.owner),
+        )
+    }
+
+    /// Tries to become this group's leader from the next round on: phase 1 for all rounds
+    /// from there at once, so that each append needs only phase 2. Best effort: without a
+    /// majority of promises, appends run full Paxos per round.
+    fn lead(&mut self) {
+        let from = self.learned_through + 1;
+        let voters = self.voters(from);
+        if voters.is_empty() || leadership::for_round(&self.group, from, &voters).is_some() {
+            return;
+        }
+        let needed = majority(voters.len());
+        let mut number = 1;
+        // A second try only when a rejection told us which ballot to beat.
+        for _ in 0..2 {
+            let ballot = self.fresh_ballot(number);
+            let request = PrepareFromRequest {
+                group: self.group.clone(),
+                from_round: from,
+                ballot: ballot.clone(),
+            };
+            let sql = endpoint_sql("paxos_prepare_from", &request);
+            let requests: Vec<(String, String)> =
+                voters.iter().map(|v| (v.clone(), sql.clone())).collect();
+            let (mut promised, mut refused) = (0, 0);
+            let mut reported = std::collections::BTreeMap::new();
+            let mut beat: Option<Ballot> = None;
+            peers::exchange(&requests, |_, reply| {
+                match reply
+                    .and_then(|t| parse::<PrepareFromResponse>(&t))
+                    .map(|r| r.reply)
+                {
+                    Ok(RangeReply::Promise { accepted }) => {
+                        promised += 1;
+                        for r in accepted {
+                            leadership::keep_highest(&mut reported, r);
+                        }
+                    }
+                    Ok(RangeReply::Reject { promised }) => {
+                        refused += 1;
+                        beat = beat.take().max(Some(promised));
+                    }
+                    Err(_) => {}
+                }
+                if promised >= needed || refused > voters.len() - needed {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            });
+            if promised >= needed {
+                leadership::take(&self.group, ballot, from, voters, reported);
+                return;
+            }
+            match beat {
+                Some(higher) => number = higher.number + 1,
+                None => return,
+            }
         }
     }
 
@@ -330,6 +406,7 @@ impl Log {
     /// Appends `entry` at the end of the log; returns the round it was chosen at.
     pub fn append(&mut self, entry: Entry) -> Result<i64> {
         loop {
+            self.lead();
             // Every round below is known, so the voters of this one are too.
             let round = self.learned_through + 1;
             let (decision, max_round) = self.decide(round, &entry)?;
@@ -427,4 +504,83 @@ fn backoff(attempt: u32) -> Duration {
     let ceiling = BACKOFF_BASE * 2u32.pow(attempt.min(BACKOFF_MAX_DOUBLINGS));
     let fraction = (ids::random_u64() % 1000) as u32;
     ceiling * fraction / 1000
+}
+
+/// This backend's leadership of groups: a ballot that a majority promised for every round
+/// from `from` on, with what they reported accepted there. It holds until a rejection (a
+/// higher ballot came) or until the voters change (a membership entry).
+mod leadership {
+    use std::cell::RefCell;
+    use std::collections::{BTreeMap, HashMap};
+
+    use paxos_core::Ballot;
+
+    use crate::messages::{Entry, Reported};
+
+    struct Leadership {
+        ballot: Ballot,
+        from: i64,
+        voters: Vec<String>,
+        /// Per round, the highest-ballot value a promising acceptor had accepted.
+        reported: BTreeMap<i64, (Ballot, Entry)>,
+    }
+
+    thread_local! {
+        static LEADING: RefCell<HashMap<String, Leadership>> = RefCell::new(HashMap::new());
+    }
+
+    /// The ballot to propose `round` under without phase 1, and the value phase 1 reported
+    /// for it (which must then be proposed), when this backend leads for these voters.
+    pub fn for_round(
+        group: &str,
+        round: i64,
+        voters: &[String],
+    ) -> Option<(Ballot, Option<Entry>)> {
+        LEADING.with(|leading| {
+            let leading = leading.borrow();
+            let l = leading.get(group)?;
+            (round >= l.from && l.voters == voters).then(|| {
+                let reported = l.reported.get(&round).map(|(_, e)| e.clone());
+                (l.ballot.clone(), reported)
+            })
+        })
+    }
+
+    pub fn keep_highest(reported: &mut BTreeMap<i64, (Ballot, Entry)>, r: Reported) {
+        match reported.get(&r.round) {
+            Some((ballot, _)) if *ballot >= r.ballot => {}
+            _ => {
+                reported.insert(r.round, (r.ballot, r.entry));
+            }
+        }
+    }
+
+    pub fn take(
+        group: &str,
+        ballot: Ballot,
+        from: i64,
+        voters: Vec<String>,
+        reported: BTreeMap<i64, (Ballot, Entry)>,
+    ) {
+        let l = Leadership {
+            ballot,
+            from,
+            voters,
+            reported,
+        };
+        LEADING.with(|leading| leading.borrow_mut().insert(group.to_owned(), l));
+    }
+
+    /// `round` is decided: what phase 1 reported for it no longer matters.
+    pub fn settled(group: &str, round: i64) {
+        LEADING.with(|leading| {
+            if let Some(l) = leading.borrow_mut().get_mut(group) {
+                l.reported.remove(&round);
+            }
+        });
+    }
+
+    pub fn lose(group: &str) {
+        LEADING.with(|leading| leading.borrow_mut().remove(group));
+    }
 }

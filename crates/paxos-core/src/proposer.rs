@@ -63,9 +63,26 @@ impl<V: Clone + PartialEq> Proposer<V> {
         &self.ballot
     }
 
+    /// A proposer whose phase 1 for `ballot` was already done: a majority promised `ballot`
+    /// for a range of rounds at once and reported what they had accepted there (Multi-Paxos,
+    /// "Paxos Made Simple" section 3). `value` must be the highest-ballot value reported for
+    /// this round, or any value when none was. [`Proposer::start`] then begins at phase 2;
+    /// a rejection falls back to a full phase 1 with a higher ballot.
+    pub fn prepared(ballot: Ballot, members: usize, value: V) -> Self {
+        let mut proposer = Proposer::new(ballot, members, value.clone());
+        proposer.phase = Phase::Accepting(value);
+        proposer
+    }
+
     pub fn start(&mut self) -> Command<V> {
-        Command::Prepare {
-            ballot: self.ballot.clone(),
+        match &self.phase {
+            Phase::Accepting(value) => Command::Accept {
+                ballot: self.ballot.clone(),
+                value: value.clone(),
+            },
+            _ => Command::Prepare {
+                ballot: self.ballot.clone(),
+            },
         }
     }
 
@@ -296,6 +313,36 @@ mod tests {
                 value: "theirs"
             })
         );
+    }
+
+    #[test]
+    fn a_prepared_proposer_starts_at_phase_two_and_falls_back_to_phase_one() {
+        let mut p = Proposer::prepared(b(4, "p"), 3, "reported");
+        assert_eq!(
+            p.start(),
+            Command::Accept {
+                ballot: b(4, "p"),
+                value: "reported"
+            }
+        );
+        p.on_accept_reply(
+            0,
+            &b(4, "p"),
+            AcceptReply::Reject {
+                promised: b(6, "q"),
+            },
+        );
+        assert_eq!(
+            p.on_accept_reply(
+                1,
+                &b(4, "p"),
+                AcceptReply::Reject {
+                    promised: b(5, "q")
+                }
+            ),
+            Some(Command::Backoff)
+        );
+        assert_eq!(p.retry(), Command::Prepare { ballot: b(7, "p") });
     }
 
     #[test]
