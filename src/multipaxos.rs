@@ -39,11 +39,13 @@ pub struct Log {
 impl Log {
     pub fn open(group: &str, proposer: &str) -> Result<Log> {
         let info = catalog::require_group(group)?;
+        let learned_through = catalog::learned_through(group)?;
+        leadership::forget_through(group, learned_through);
         Ok(Log {
             group: group.to_owned(),
             self_connection: info.self_connection,
             membership: catalog::membership(group)?,
-            learned_through: catalog::learned_through(group)?,
+            learned_through,
             owner: ids::ballot_owner(proposer),
         })
     }
@@ -113,12 +115,13 @@ impl Log {
             });
         }
         let mut proposer = match leadership::for_round(&self.group, round, &voters) {
-            // Phase 1 is done for this round: propose what it reported, or our entry.
-            Some((ballot, reported)) => Proposer::prepared(
-                ballot,
-                voters.len(),
-                reported.unwrap_or_else(|| entry.clone()),
-            ),
+            // Phase 1 is done for this round: propose the value already bound to it under
+            // this ballot (reported by phase 1, or proposed before), else our entry.
+            Some((ballot, bound)) => {
+                let value = bound.unwrap_or_else(|| entry.clone());
+                leadership::bind(&self.group, round, &ballot, &value);
+                Proposer::prepared(ballot, voters.len(), value)
+            }
             None => Proposer::new(self.fresh_ballot(1), voters.len(), entry.clone()),
         };
         let mut command = proposer.start();
@@ -165,7 +168,6 @@ impl Log {
                         ballot,
                         entry: value,
                     };
-                    leadership::settled(&self.group, round);
                     // The decision stands even if this node failed to record it: whoever
                     // needs it later fetches it again (catch_up).
                     let _ = self.learn(std::slice::from_ref(&decision));
@@ -521,16 +523,17 @@ mod leadership {
         ballot: Ballot,
         from: i64,
         voters: Vec<String>,
-        /// Per round, the highest-ballot value a promising acceptor had accepted.
-        reported: BTreeMap<i64, (Ballot, Entry)>,
+        /// Per round, the value bound to it under `ballot`: the highest-ballot value phase 1
+        /// reported there, or the value this backend proposed there.
+        bound: BTreeMap<i64, (Ballot, Entry)>,
     }
 
     thread_local! {
         static LEADING: RefCell<HashMap<String, Leadership>> = RefCell::new(HashMap::new());
     }
 
-    /// The ballot to propose `round` under without phase 1, and the value phase 1 reported
-    /// for it (which must then be proposed), when this backend leads for these voters.
+    /// The ballot to propose `round` under without phase 1, and the value already bound to
+    /// that round under it, when this backend leads for these voters.
     pub fn for_round(
         group: &str,
         round: i64,
@@ -540,10 +543,30 @@ mod leadership {
             let leading = leading.borrow();
             let l = leading.get(group)?;
             (round >= l.from && l.voters == voters).then(|| {
-                let reported = l.reported.get(&round).map(|(_, e)| e.clone());
-                (l.ballot.clone(), reported)
+                let bound = l.bound.get(&round).map(|(_, e)| e.clone());
+                (l.ballot.clone(), bound)
             })
         })
+    }
+
+    /// Records that `value` is proposed at `round` under `ballot`: one ballot must never carry
+    /// two values for one round, even when a later call decides that round again (its learn
+    /// got lost).
+    pub fn bind(group: &str, round: i64, ballot: &Ballot, value: &Entry) {
+        LEADING.with(|leading| {
+            if let Some(l) = leading.borrow_mut().get_mut(group) {
+                l.bound.insert(round, (ballot.clone(), value.clone()));
+            }
+        });
+    }
+
+    /// Forgets bindings of rounds this node has recorded as chosen: nobody decides them again.
+    pub fn forget_through(group: &str, round: i64) {
+        LEADING.with(|leading| {
+            if let Some(l) = leading.borrow_mut().get_mut(group) {
+                l.bound = l.bound.split_off(&(round + 1));
+            }
+        });
     }
 
     pub fn keep_highest(reported: &mut BTreeMap<i64, (Ballot, Entry)>, r: Reported) {
@@ -566,18 +589,9 @@ mod leadership {
             ballot,
             from,
             voters,
-            reported,
+            bound: reported,
         };
         LEADING.with(|leading| leading.borrow_mut().insert(group.to_owned(), l));
-    }
-
-    /// `round` is decided: what phase 1 reported for it no longer matters.
-    pub fn settled(group: &str, round: i64) {
-        LEADING.with(|leading| {
-            if let Some(l) = leading.borrow_mut().get_mut(group) {
-                l.reported.remove(&round);
-            }
-        });
     }
 
     pub fn lose(group: &str) {

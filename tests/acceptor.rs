@@ -84,3 +84,47 @@ async fn a_range_promise_covers_every_round_from_its_start() {
     let below = accept(c, 2, ballot(1, "zz"), "v").await;
     assert!(below.contains("Reject"), "{below}");
 }
+
+/// Regression: a leader deciding a round a second time (its learns were lost, so the round
+/// still looked open) proposed the new value under the same ballot, overwriting a chosen one.
+/// A ballot now stays bound to the first value it carried in each round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_never_proposes_two_values_in_one_round() {
+    let cluster = start("rebind", 3);
+    let clients = form_group(&cluster).await;
+    let leader = &clients[0];
+    let round = append(leader, "first").await.unwrap();
+    // Every node forgets that the round was chosen, as if all learn messages were lost.
+    for c in &clients {
+        c.execute(
+            "UPDATE pgp_metadata.round SET chosen = false WHERE group_id = $1 AND round_num = $2",
+            &[&GROUP, &round],
+        )
+        .await
+        .unwrap();
+        c.execute(
+            "UPDATE pgp_metadata.learner SET learned_through = $2::bigint - 1 WHERE group_id = $1",
+            &[&GROUP, &round],
+        )
+        .await
+        .unwrap();
+    }
+    // The same session (still leading) decides that round again with another value.
+    let row = leader
+        .query_one(
+            "SELECT accepted_value, value_changed FROM paxos('p', $1, $2, 'second')",
+            &[&GROUP, &round],
+        )
+        .await
+        .unwrap();
+    let (value, changed): (Option<String>, bool) = (row.get(0), row.get(1));
+    assert_eq!(
+        value.as_deref(),
+        Some("first"),
+        "round {round} was chosen already"
+    );
+    assert!(changed);
+    let logs = futures_util::future::join_all(clients.iter().map(applied_log)).await;
+    assert_same_gap_free_logs(&logs);
+    assert_eq!(logs[0][round as usize].value.as_deref(), Some("first"));
+}
