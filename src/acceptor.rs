@@ -56,6 +56,23 @@ fn check_round(round: i64) -> Result<()> {
     Ok(())
 }
 
+/// One round's acceptor state, locked for a vote under `ballot`, with the group's range
+/// promise applied (held shared, so no range prepare interleaves).
+fn lock_for_vote(
+    group: &str,
+    round: i64,
+    ballot: &paxos_core::Ballot,
+) -> Result<paxos_core::Acceptor<Entry>> {
+    check_round(round)?;
+    check_ballot(ballot)?;
+    let range = catalog::share_range_promise(group)?;
+    let mut state = catalog::lock_acceptor(group, round)?;
+    if let Some(range) = &range {
+        range.apply(round, &mut state);
+    }
+    Ok(state)
+}
+
 #[pg_schema]
 mod pgp_metadata {
     use super::*;
@@ -63,13 +80,7 @@ mod pgp_metadata {
     #[pg_extern(volatile, parallel_unsafe)]
     fn paxos_prepare(request: &str) -> String {
         serve(request, |req: PrepareRequest| {
-            check_round(req.round)?;
-            check_ballot(&req.ballot)?;
-            let range = catalog::share_range_promise(&req.group)?;
-            let mut state = catalog::lock_acceptor(&req.group, req.round)?;
-            if let Some(range) = &range {
-                range.apply(req.round, &mut state);
-            }
+            let mut state = lock_for_vote(&req.group, req.round, &req.ballot)?;
             let reply = state.on_prepare(&req.ballot);
             catalog::store_acceptor(&req.group, req.round, &state)?;
             Ok(PrepareResponse {
@@ -120,13 +131,7 @@ mod pgp_metadata {
     #[pg_extern(volatile, parallel_unsafe)]
     fn paxos_accept(request: &str) -> String {
         serve(request, |req: AcceptRequest| {
-            check_round(req.round)?;
-            check_ballot(&req.ballot)?;
-            let range = catalog::share_range_promise(&req.group)?;
-            let mut state = catalog::lock_acceptor(&req.group, req.round)?;
-            if let Some(range) = &range {
-                range.apply(req.round, &mut state);
-            }
+            let mut state = lock_for_vote(&req.group, req.round, &req.ballot)?;
             let reply = state.on_accept(&req.ballot, req.entry);
             catalog::store_acceptor(&req.group, req.round, &state)?;
             Ok(reply)
