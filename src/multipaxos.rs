@@ -213,9 +213,7 @@ impl Log {
                 from_round: from,
                 ballot: ballot.clone(),
             };
-            let sql = endpoint_sql("paxos_prepare_from", &request);
-            let requests: Vec<(String, String)> =
-                voters.iter().map(|v| (v.clone(), sql.clone())).collect();
+            let requests = to_each(&voters, "paxos_prepare_from", &request);
             let (mut promised, mut refused) = (0, 0);
             let mut reported = std::collections::BTreeMap::new();
             let mut beat: Option<Ballot> = None;
@@ -262,9 +260,7 @@ impl Log {
         voters: &[String],
         mut handle: impl FnMut(usize, Rep) -> Option<Command<Entry>>,
     ) -> Phase {
-        let sql = endpoint_sql(endpoint, request);
-        let requests: Vec<(String, String)> =
-            voters.iter().map(|v| (v.clone(), sql.clone())).collect();
+        let requests = to_each(voters, endpoint, request);
         let mut phase = Phase {
             command: None,
             answered: 0,
@@ -326,9 +322,7 @@ impl Log {
             group: self.group.clone(),
             decisions: decisions.to_vec(),
         };
-        let sql = endpoint_sql("paxos_learn", &request);
-        let requests: Vec<(String, String)> =
-            learners.iter().map(|l| (l.clone(), sql.clone())).collect();
+        let requests = to_each(&learners, "paxos_learn", &request);
         let mut answered = 0;
         let mut own: Option<std::result::Result<LearnResponse, peers::Failure>> = None;
         peers::exchange(&requests, |i, reply| {
@@ -366,10 +360,8 @@ impl Log {
                 through_round: through,
                 limit: CATCH_UP_BATCH,
             };
-            let sql = endpoint_sql("paxos_chosen", &request);
             let voters = self.voters(from);
-            let requests: Vec<(String, String)> =
-                voters.iter().map(|v| (v.clone(), sql.clone())).collect();
+            let requests = to_each(&voters, "paxos_chosen", &request);
             // The longest gap-free run among a majority's answers, never waiting for a hung
             // member; a round none of them recorded as chosen is decided again by
             // learn_through, which recovers the value a majority accepted.
@@ -427,14 +419,13 @@ impl Log {
         let round = self.learned_through + 1;
         let voters = self.voters(round);
         let needed = majority(voters.len());
-        let sql = endpoint_sql(
+        let requests = to_each(
+            &voters,
             "paxos_max_round",
             &MaxRoundRequest {
                 group: self.group.clone(),
             },
         );
-        let requests: Vec<(String, String)> =
-            voters.iter().map(|v| (v.clone(), sql.clone())).collect();
         let (mut answered, mut max_round, mut failures) = (0, self.learned_through, Vec::new());
         peers::exchange(&requests, |i, reply| {
             match reply.and_then(|t| parse::<MaxRoundResponse>(&t)) {
@@ -490,6 +481,12 @@ struct Phase {
     command: Option<Command<Entry>>,
     answered: usize,
     failures: Vec<String>,
+}
+
+/// The same endpoint call for each of `members`.
+fn to_each(members: &[String], function: &str, request: &impl Serialize) -> Vec<(String, String)> {
+    let sql = endpoint_sql(function, request);
+    members.iter().map(|m| (m.clone(), sql.clone())).collect()
 }
 
 fn gap_free_prefix(from: i64, decisions: Vec<Decision>) -> Vec<Decision> {
