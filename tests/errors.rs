@@ -102,6 +102,14 @@ async fn bad_arguments_are_refused_and_change_nothing() {
         ("SELECT pgp_metadata.paxos_prepare('not json')".to_owned(), "22023"),
         (r#"SELECT pgp_metadata.paxos_prepare('{"group":"g","round":-1,"ballot":{"number":1,"proposer":"x"}}')"#.to_owned(), "22023"),
         (r#"SELECT pgp_metadata.paxos_prepare('{"group":"zz","round":1,"ballot":{"number":1,"proposer":"x"}}')"#.to_owned(), "42704"),
+        (r#"SELECT pgp_metadata.paxos_prepare_from('{"group":"zz","from_round":1,"ballot":{"number":1,"proposer":"x"}}')"#.to_owned(), "42704"),
+        (r#"SELECT pgp_metadata.paxos_prepare_from('{"group":"g","from_round":-3,"ballot":{"number":1,"proposer":"x"}}')"#.to_owned(), "22023"),
+        (r#"SELECT pgp_metadata.paxos_accept('{"group":"g"}')"#.to_owned(), "22023"),
+        (r#"SELECT pgp_metadata.paxos_learn('{"group":"zz","decisions":[]}')"#.to_owned(), "42704"),
+        (r#"SELECT pgp_metadata.paxos_chosen('{"group":"zz","from_round":0,"through_round":9,"limit":5}')"#.to_owned(), "42704"),
+        (r#"SELECT pgp_metadata.paxos_max_round('{"group":"zz"}')"#.to_owned(), "42704"),
+        (r#"SELECT pgp_metadata.paxos_change_membership('{"group":"g","connection":"host=db.example","kind":"join"}')"#.to_owned(), "22023"),
+        (r#"SELECT pgp_metadata.paxos_change_membership('{"group":"g","connection":"host=127.0.0.1","kind":"value"}')"#.to_owned(), "22023"),
         // A ballot so high that no proposer could ever outbid it.
         (r#"SELECT pgp_metadata.paxos_prepare('{"group":"g","round":1,"ballot":{"number":9223372036854775807,"proposer":"x"}}')"#.to_owned(), "22023"),
     ] {
