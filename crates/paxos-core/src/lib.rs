@@ -4,6 +4,8 @@
 //! - [`Acceptor`]: the rules an acceptor applies to prepare, accept and learn messages.
 //! - [`Proposer`]: a single-decree proposer as a state machine: replies in, [`Command`]s out.
 //! - [`Membership`]: which members vote on a round, and how many make a majority.
+//! - [`RangePromise`], [`prepare_from`], [`accept_batch`], [`RangeLeader`]: Multi-Paxos with
+//!   a stable leader, phase 1 once for every round from some round on.
 //!
 //! The extension persists acceptor state and carries messages; every decision about what to
 //! promise, accept, propose or declare chosen is taken here.
@@ -12,8 +14,10 @@ mod acceptor;
 mod ballot;
 mod membership;
 mod proposer;
+mod range;
 
 pub use acceptor::{AcceptReply, Acceptor, PrepareReply};
 pub use ballot::Ballot;
 pub use membership::{majority, Member, Membership};
 pub use proposer::{Command, Proposer};
+pub use range::{accept_batch, prepare_from, BatchReply, PrepareFrom, RangeLeader, RangePromise};

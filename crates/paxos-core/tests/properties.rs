@@ -1,9 +1,13 @@
 //! Property tests of paxos-core: acceptor invariants under arbitrary inputs, agreement under
-//! randomly scheduled, lost and duplicated messages, and the ordering of `Ballot::above`.
+//! randomly scheduled, lost and duplicated messages, the ordering of `Ballot::above`, and the
+//! range promise rules of a multi-round acceptor under arbitrary inputs.
 
 use std::collections::BTreeSet;
 
-use paxos_core::{majority, AcceptReply, Acceptor, Ballot, Command, PrepareReply, Proposer};
+use paxos_core::{
+    accept_batch, majority, prepare_from, AcceptReply, Acceptor, Ballot, BatchReply, Command,
+    PrepareFrom, PrepareReply, Proposer, RangePromise,
+};
 use proptest::prelude::*;
 
 type Val = u32;
@@ -436,4 +440,146 @@ fn above_the_highest_valid_number() {
     assert!(Ballot::above(&x, "a") > x);
     assert!(!Ballot::new(Ballot::MAX_NUMBER + 1, "a").is_valid());
     assert!(!Ballot::new(-1, "a").is_valid());
+}
+
+// ---------------------------------------------------------------------------------------------
+// (d) One multi-round acceptor with a range promise, arbitrary inputs, driven as the
+// extension drives it: a per-round vote applies the range promise first; a range prepare
+// looks at the highest per-round promise from its first round on.
+
+const RANGE_ROUNDS: usize = 4;
+
+#[derive(Clone, Debug)]
+enum RangeOp {
+    PrepareFrom(usize, Ballot),
+    Prepare(usize, Ballot),
+    Accept(usize, Ballot, Val),
+    Batch(usize, Ballot, Vec<Val>),
+    Learn(usize, Ballot, Val),
+}
+
+fn range_op() -> impl Strategy<Value = RangeOp> {
+    let round = 0..RANGE_ROUNDS;
+    prop_oneof![
+        3 => (0..=RANGE_ROUNDS, ballot()).prop_map(|(f, b)| RangeOp::PrepareFrom(f, b)),
+        2 => (round.clone(), ballot()).prop_map(|(r, b)| RangeOp::Prepare(r, b)),
+        2 => (round.clone(), ballot(), 0..3u32).prop_map(|(r, b, v)| RangeOp::Accept(r, b, v)),
+        3 => (round.clone(), ballot(), prop::collection::vec(0..3u32, 1..=RANGE_ROUNDS))
+            .prop_map(|(r, b, mut vs)| {
+                vs.truncate(RANGE_ROUNDS - r);
+                RangeOp::Batch(r, b, vs)
+            }),
+        1 => (round, ballot(), 0..3u32).prop_map(|(r, b, v)| RangeOp::Learn(r, b, v)),
+    ]
+}
+
+/// The promise a round votes under: its own, or the range promise covering it if higher.
+fn effective(range: &Option<RangePromise>, round: usize, state: &Acceptor<Val>) -> Option<Ballot> {
+    let covering = range
+        .as_ref()
+        .filter(|r| r.covers(round as i64))
+        .map(|r| r.ballot.clone());
+    state.promised.clone().max(covering)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// No promise, per round or per range, is ever broken: a round's effective promise never
+    /// falls, nothing is accepted or promised below it, a range promise only grows, a batch is
+    /// all or nothing, and a decided round never changes.
+    #[test]
+    fn range_promises_are_never_broken(ops in prop::collection::vec(range_op(), 0..40)) {
+        let mut range: Option<RangePromise> = None;
+        let mut rounds: Vec<Acceptor<Val>> = vec![Acceptor::default(); RANGE_ROUNDS];
+        for op in ops {
+            let (range_before, before) = (range.clone(), rounds.clone());
+            let eff_before: Vec<_> =
+                (0..RANGE_ROUNDS).map(|r| effective(&range, r, &before[r])).collect();
+            match &op {
+                RangeOp::PrepareFrom(from, b) => {
+                    let highest = rounds[*from..].iter().filter_map(|s| s.promised.as_ref()).max();
+                    match prepare_from(range.as_ref(), highest, *from as i64, b) {
+                        PrepareFrom::Promise(promise) => {
+                            for (r, eff) in eff_before.iter().enumerate().skip(*from) {
+                                prop_assert!(
+                                    eff.as_ref().is_none_or(|p| p <= b),
+                                    "promised {} at round {} over {:?}", b, r, eff
+                                );
+                            }
+                            prop_assert_eq!(&promise.ballot, b);
+                            prop_assert!(promise.from <= *from as i64);
+                            range = Some(promise);
+                        }
+                        PrepareFrom::Reject { promised } => {
+                            prop_assert!(promised > *b);
+                            // Either a round asked for, or the range promise: it also covers
+                            // rounds beyond those modelled here.
+                            let by_range = range_before.as_ref().map(|r| &r.ballot);
+                            prop_assert!(
+                                by_range == Some(&promised)
+                                    || eff_before[*from..].contains(&Some(promised.clone()))
+                            );
+                        }
+                    }
+                }
+                RangeOp::Prepare(r, b) => {
+                    if let Some(range) = &range {
+                        range.apply(*r as i64, &mut rounds[*r]);
+                    }
+                    if let PrepareReply::Promise { .. } = rounds[*r].on_prepare(b) {
+                        prop_assert!(eff_before[*r].as_ref().is_none_or(|p| p <= b));
+                    }
+                }
+                RangeOp::Accept(r, b, v) => {
+                    if let Some(range) = &range {
+                        range.apply(*r as i64, &mut rounds[*r]);
+                    }
+                    if rounds[*r].on_accept(b, *v) == AcceptReply::Accepted {
+                        prop_assert!(eff_before[*r].as_ref().is_none_or(|p| p <= b));
+                    }
+                }
+                RangeOp::Batch(first, b, values) => {
+                    let end = first + values.len();
+                    let reply =
+                        accept_batch(range.as_ref(), *first as i64, &mut rounds[*first..end], b, values.clone());
+                    match reply {
+                        BatchReply::Voted(replies) => {
+                            prop_assert_eq!(replies.len(), values.len());
+                            for (i, reply) in replies.iter().enumerate() {
+                                let r = first + i;
+                                if before[r].chosen {
+                                    prop_assert!(matches!(reply, AcceptReply::Chosen(..)));
+                                } else {
+                                    prop_assert_eq!(reply, &AcceptReply::Accepted);
+                                    prop_assert!(eff_before[r].as_ref().is_none_or(|p| p <= b));
+                                    prop_assert_eq!(&rounds[r].accepted, &Some((b.clone(), values[i])));
+                                }
+                            }
+                        }
+                        BatchReply::Reject { promised } => {
+                            prop_assert!(promised > *b);
+                            prop_assert_eq!(&rounds, &before, "a refused batch changes nothing");
+                        }
+                    }
+                }
+                RangeOp::Learn(r, b, v) => rounds[*r].on_learn(b, *v),
+            }
+            if let (Some(old), Some(new)) = (&range_before, &range) {
+                prop_assert!(new.ballot >= old.ballot && new.from <= old.from);
+            }
+            for r in 0..RANGE_ROUNDS {
+                let eff = effective(&range, r, &rounds[r]);
+                prop_assert!(eff >= eff_before[r], "round {} promise lowered by {:?}", r, op);
+                if let Some((accepted, _)) = &rounds[r].accepted {
+                    if !rounds[r].chosen {
+                        prop_assert!(eff.as_ref().is_some_and(|p| accepted <= p));
+                    }
+                }
+                if before[r].chosen {
+                    prop_assert_eq!(&rounds[r].accepted, &before[r].accepted);
+                }
+            }
+        }
+    }
 }

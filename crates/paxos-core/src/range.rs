@@ -1,0 +1,425 @@
+//! Multi-Paxos with a stable leader: phase 1 once for every round from some round on
+//! ("Paxos Made Simple", section 3), then phase 2 alone for each round.
+//!
+//! An acceptor keeps, beside its per-round [`Acceptor`] states, one [`RangePromise`]: "I
+//! promised `ballot` for every round >= `from`". Invariants kept here:
+//! - **a range promise binds every round it covers**: every per-round vote (prepare, accept,
+//!   batched accept) first raises the round's promise to the range promise
+//!   ([`RangePromise::apply`]), so a round never votes below a range promise it made;
+//! - **a range promise never undercuts a round**: [`prepare_from`] refuses a ballot below the
+//!   current range promise or below any per-round promise at a covered round, so a promise
+//!   once made, per round or per range, is never broken;
+//! - **a range promise only grows**: its ballot never decreases and its `from` never rises,
+//!   so a round, once covered, stays covered by at least that ballot;
+//! - **a batched accept is atomic**: every round of the batch votes, or none changes
+//!   ([`accept_batch`]);
+//! - **one ballot, one value per round**: a leader binds each round's value once under its
+//!   ballot ([`RangeLeader`]): the highest-ballot value that the majority of promises
+//!   reported there, else the first value the leader proposes there; re-proposing the round
+//!   under that ballot yields the bound value again.
+//!
+//! Why per-round single-decree Paxos stays safe next to all this: a range promise is, for
+//! each round it covers, an ordinary phase-1 promise; the leader's proposals are ordinary
+//! phase-2 proposals justified by a majority of those promises. A gap left by a crashed
+//! leader can therefore be filled by plain per-round Paxos with a higher ballot.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{AcceptReply, Acceptor, Ballot};
+
+/// An acceptor's promise of `ballot` for every round from `from` on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RangePromise {
+    pub from: i64,
+    pub ballot: Ballot,
+}
+
+impl RangePromise {
+    /// Whether this promise binds `round`.
+    pub fn covers(&self, round: i64) -> bool {
+        round >= self.from
+    }
+
+    /// Raises `state`'s promise to this one when it covers `round`. Call it on a round's
+    /// state before every per-round vote there: the acceptor stores per-round promises only
+    /// when a round votes, and a vote must never ignore a range promise it made.
+    pub fn apply<V>(&self, round: i64, state: &mut Acceptor<V>) {
+        if self.covers(round) && state.promised.as_ref().is_none_or(|p| *p < self.ballot) {
+            state.promised = Some(self.ballot.clone());
+        }
+    }
+}
+
+/// An acceptor's decision on a prepare for every round from some round on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PrepareFrom {
+    /// Store this range promise, then reply with every (round, ballot, value) accepted at
+    /// the rounds the prepare asked for.
+    Promise(RangePromise),
+    /// A promise higher than the requested ballot binds some requested round. Nothing changes.
+    Reject { promised: Ballot },
+}
+
+/// Phase 1b for every round from `from` on, under `ballot`.
+///
+/// `highest_round_promise` is the highest per-round promise among rounds `>= from` (rounds
+/// without a state have none). The prepare is refused if that or the current range promise
+/// is higher than `ballot`: either would be a promise broken. Otherwise the new range
+/// promise starts at the lower of both `from`s: keeping older rounds covered, now by a
+/// higher ballot, only restricts the acceptor further, while dropping them would lower
+/// their promise. Asking again with the ballot already promised is answered again (the
+/// ballot belongs to one proposer only, so this is that proposer retrying).
+pub fn prepare_from(
+    current: Option<&RangePromise>,
+    highest_round_promise: Option<&Ballot>,
+    from: i64,
+    ballot: &Ballot,
+) -> PrepareFrom {
+    let highest = current.map(|p| &p.ballot).max(highest_round_promise);
+    if let Some(promised) = highest.filter(|h| *h > ballot) {
+        return PrepareFrom::Reject {
+            promised: promised.clone(),
+        };
+    }
+    PrepareFrom::Promise(RangePromise {
+        from: current.map_or(from, |p| p.from.min(from)),
+        ballot: ballot.clone(),
+    })
+}
+
+/// An acceptor's answer to an accept carrying several consecutive rounds under one ballot.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BatchReply<V> {
+    /// Every round voted, in order: [`AcceptReply::Accepted`], or [`AcceptReply::Chosen`]
+    /// for a round this acceptor already knows decided (left unchanged, as
+    /// [`Acceptor::on_accept`] does).
+    Voted(Vec<AcceptReply<V>>),
+    /// Some undecided round had promised a higher ballot (the highest such is reported).
+    /// No round changed.
+    Reject { promised: Ballot },
+}
+
+/// Phase 2b for rounds `first_round..first_round + states.len()` at once: `states[i]` is
+/// the state of round `first_round + i` and `values[i]` the value proposed there.
+///
+/// Atomic, so that one durable write records the whole batch and a leader never has to
+/// reason about half a batch: first every round is checked against its own promise and
+/// the range promise, then either every round votes or none changes.
+///
+/// # Panics
+/// If `states` and `values` differ in length: the caller built a malformed batch.
+pub fn accept_batch<V: Clone + PartialEq>(
+    range: Option<&RangePromise>,
+    first_round: i64,
+    states: &mut [Acceptor<V>],
+    ballot: &Ballot,
+    values: Vec<V>,
+) -> BatchReply<V> {
+    assert_eq!(states.len(), values.len(), "one value per round of a batch");
+    let mut refused: Option<&Ballot> = None;
+    for (round, state) in (first_round..).zip(states.iter()) {
+        if state.chosen {
+            continue;
+        }
+        let range = range.filter(|r| r.covers(round)).map(|r| &r.ballot);
+        if let Some(promised) = state.promised.as_ref().max(range).filter(|p| *p > ballot) {
+            refused = refused.max(Some(promised));
+        }
+    }
+    if let Some(promised) = refused {
+        return BatchReply::Reject {
+            promised: promised.clone(),
+        };
+    }
+    let replies = (first_round..)
+        .zip(states.iter_mut())
+        .zip(values)
+        .map(|((round, state), value)| {
+            if let Some(range) = range {
+                range.apply(round, state);
+            }
+            state.on_accept(ballot, value)
+        })
+        .collect();
+    BatchReply::Voted(replies)
+}
+
+/// A leader that a majority promised `ballot` for every round from `from` on: what it may
+/// propose at each such round under that ballot, without phase 1.
+///
+/// Each round's value is bound once: to the highest-ballot value the promises reported
+/// there, else to the first value proposed there. Paxos requires that one ballot never
+/// carries two values at one round: two acceptors could then accept different values
+/// under the same ballot, and a later proposer that hears of both could pick the wrong
+/// one after the other was chosen.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RangeLeader<V> {
+    ballot: Ballot,
+    from: i64,
+    bound: BTreeMap<i64, V>,
+}
+
+impl<V: Clone> RangeLeader<V> {
+    /// Leadership after a majority promised `ballot` from `from` on. `reported` holds every
+    /// (round, ballot, value) accepted there that those promises reported; reports below
+    /// `from` are ignored.
+    pub fn new(
+        ballot: Ballot,
+        from: i64,
+        reported: impl IntoIterator<Item = (i64, Ballot, V)>,
+    ) -> Self {
+        let mut highest: BTreeMap<i64, (Ballot, V)> = BTreeMap::new();
+        for (round, accepted, value) in reported {
+            if round < from {
+                continue;
+            }
+            match highest.get(&round) {
+                Some((b, _)) if *b >= accepted => {}
+                _ => {
+                    highest.insert(round, (accepted, value));
+                }
+            }
+        }
+        let bound = highest.into_iter().map(|(r, (_, v))| (r, v)).collect();
+        RangeLeader {
+            ballot,
+            from,
+            bound,
+        }
+    }
+
+    pub fn ballot(&self) -> &Ballot {
+        &self.ballot
+    }
+
+    /// Whether this leadership lets the leader propose at `round` without phase 1.
+    pub fn covers(&self, round: i64) -> bool {
+        round >= self.from
+    }
+
+    /// The value to propose at `round` under [`RangeLeader::ballot`]: the value bound there,
+    /// or `own`, which is then bound. `None` when `round` is not covered (run phase 1).
+    pub fn propose(&mut self, round: i64, own: V) -> Option<V> {
+        if !self.covers(round) {
+            return None;
+        }
+        Some(self.bound.entry(round).or_insert(own).clone())
+    }
+
+    /// Forgets bindings of rounds up to `round`, once known chosen: nobody proposes there
+    /// again. The leadership then covers only later rounds.
+    pub fn forget_through(&mut self, round: i64) {
+        self.bound = self.bound.split_off(&(round + 1));
+        self.from = self.from.max(round + 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(n: i64, p: &str) -> Ballot {
+        Ballot::new(n, p)
+    }
+
+    fn range(from: i64, ballot: Ballot) -> RangePromise {
+        RangePromise { from, ballot }
+    }
+
+    #[test]
+    fn a_range_promise_raises_only_the_rounds_it_covers() {
+        let r = range(5, b(3, "x"));
+        let mut below = Acceptor::<&str>::default();
+        r.apply(4, &mut below);
+        assert_eq!(below.promised, None);
+        let mut covered = Acceptor::<&str>::default();
+        r.apply(5, &mut covered);
+        assert_eq!(covered.promised, Some(b(3, "x")));
+        let mut higher = Acceptor::<&str> {
+            promised: Some(b(4, "y")),
+            ..Acceptor::default()
+        };
+        r.apply(6, &mut higher);
+        assert_eq!(higher.promised, Some(b(4, "y")));
+    }
+
+    #[test]
+    fn a_covered_round_rejects_per_round_votes_below_the_range_promise() {
+        let r = range(0, b(3, "x"));
+        let mut state = Acceptor::default();
+        r.apply(1, &mut state);
+        assert_eq!(
+            state.on_accept(&b(2, "y"), "v"),
+            AcceptReply::Reject {
+                promised: b(3, "x")
+            }
+        );
+        assert_eq!(state.on_accept(&b(3, "x"), "v"), AcceptReply::Accepted);
+    }
+
+    #[test]
+    fn the_first_range_prepare_is_promised() {
+        assert_eq!(
+            prepare_from(None, None, 7, &b(1, "x")),
+            PrepareFrom::Promise(range(7, b(1, "x")))
+        );
+    }
+
+    #[test]
+    fn a_range_prepare_below_the_range_promise_is_rejected() {
+        let current = range(0, b(5, "x"));
+        assert_eq!(
+            prepare_from(Some(&current), None, 3, &b(4, "y")),
+            PrepareFrom::Reject {
+                promised: b(5, "x")
+            }
+        );
+        assert_eq!(
+            prepare_from(Some(&current), None, 3, &b(5, "w")),
+            PrepareFrom::Reject {
+                promised: b(5, "x")
+            }
+        );
+    }
+
+    #[test]
+    fn a_range_prepare_below_a_covered_round_promise_is_rejected() {
+        let current = range(0, b(1, "x"));
+        assert_eq!(
+            prepare_from(Some(&current), Some(&b(6, "z")), 0, &b(2, "y")),
+            PrepareFrom::Reject {
+                promised: b(6, "z")
+            }
+        );
+        assert_eq!(
+            prepare_from(None, Some(&b(6, "z")), 0, &b(2, "y")),
+            PrepareFrom::Reject {
+                promised: b(6, "z")
+            }
+        );
+    }
+
+    #[test]
+    fn the_same_ballot_is_promised_again() {
+        let current = range(2, b(5, "x"));
+        assert_eq!(
+            prepare_from(Some(&current), Some(&b(5, "x")), 2, &b(5, "x")),
+            PrepareFrom::Promise(current.clone())
+        );
+    }
+
+    #[test]
+    fn a_higher_range_prepare_keeps_earlier_rounds_covered() {
+        let current = range(2, b(5, "x"));
+        assert_eq!(
+            prepare_from(Some(&current), Some(&b(5, "z")), 9, &b(6, "y")),
+            PrepareFrom::Promise(range(2, b(6, "y")))
+        );
+        assert_eq!(
+            prepare_from(Some(&current), None, 0, &b(6, "y")),
+            PrepareFrom::Promise(range(0, b(6, "y")))
+        );
+    }
+
+    #[test]
+    fn a_batch_is_accepted_at_every_round() {
+        let r = range(0, b(2, "x"));
+        let mut states = vec![Acceptor::default(), Acceptor::default()];
+        assert_eq!(
+            accept_batch(Some(&r), 4, &mut states, &b(2, "x"), vec!["a", "b"]),
+            BatchReply::Voted(vec![AcceptReply::Accepted, AcceptReply::Accepted])
+        );
+        assert_eq!(states[0].accepted, Some((b(2, "x"), "a")));
+        assert_eq!(states[1].accepted, Some((b(2, "x"), "b")));
+    }
+
+    #[test]
+    fn one_higher_round_promise_rejects_the_whole_batch() {
+        let mut states = vec![
+            Acceptor::default(),
+            Acceptor {
+                promised: Some(b(3, "z")),
+                ..Acceptor::default()
+            },
+        ];
+        let before = states.clone();
+        assert_eq!(
+            accept_batch(None, 0, &mut states, &b(2, "x"), vec!["a", "b"]),
+            BatchReply::Reject {
+                promised: b(3, "z")
+            }
+        );
+        assert_eq!(states, before);
+    }
+
+    #[test]
+    fn a_higher_range_promise_rejects_the_batch_at_covered_rounds_only() {
+        let r = range(1, b(3, "z"));
+        let mut states = vec![Acceptor::default(), Acceptor::default()];
+        // Rounds 0 and 1: round 1 is covered.
+        assert_eq!(
+            accept_batch(Some(&r), 0, &mut states, &b(2, "x"), vec!["a", "b"]),
+            BatchReply::Reject {
+                promised: b(3, "z")
+            }
+        );
+        assert_eq!(states, vec![Acceptor::default(), Acceptor::default()]);
+        // Rounds -2 and -1: neither is.
+        assert_eq!(
+            accept_batch(Some(&r), -2, &mut states, &b(2, "x"), vec!["a", "b"]),
+            BatchReply::Voted(vec![AcceptReply::Accepted, AcceptReply::Accepted])
+        );
+    }
+
+    #[test]
+    fn a_batch_leaves_decided_rounds_alone() {
+        let mut decided = Acceptor::default();
+        decided.on_learn(&b(9, "z"), "old");
+        let mut states = vec![decided.clone(), Acceptor::default()];
+        assert_eq!(
+            accept_batch(None, 0, &mut states, &b(2, "x"), vec!["a", "b"]),
+            BatchReply::Voted(vec![
+                AcceptReply::Chosen(b(9, "z"), "old"),
+                AcceptReply::Accepted
+            ])
+        );
+        assert_eq!(states[0], decided);
+        assert_eq!(states[1].accepted, Some((b(2, "x"), "b")));
+    }
+
+    #[test]
+    fn a_leader_proposes_the_highest_reported_value_else_its_own() {
+        let reported = [
+            (3, b(1, "y"), "low"),
+            (3, b(2, "z"), "high"),
+            (3, b(1, "w"), "lower"),
+            (1, b(7, "z"), "before the range"),
+        ];
+        let mut leader = RangeLeader::new(b(4, "x"), 2, reported);
+        assert_eq!(leader.ballot(), &b(4, "x"));
+        assert_eq!(leader.propose(1, "own"), None);
+        assert_eq!(leader.propose(2, "own"), Some("own"));
+        assert_eq!(leader.propose(3, "own"), Some("high"));
+    }
+
+    #[test]
+    fn a_leader_never_binds_two_values_to_one_round() {
+        let mut leader = RangeLeader::new(b(4, "x"), 0, []);
+        assert_eq!(leader.propose(5, "first"), Some("first"));
+        assert_eq!(leader.propose(5, "second"), Some("first"));
+        assert_eq!(leader.propose(6, "second"), Some("second"));
+    }
+
+    #[test]
+    fn a_leader_stops_covering_rounds_it_forgot() {
+        let mut leader = RangeLeader::new(b(4, "x"), 0, []);
+        leader.propose(3, "a");
+        leader.propose(4, "b");
+        leader.forget_through(3);
+        assert!(!leader.covers(3));
+        assert_eq!(leader.propose(3, "c"), None);
+        assert_eq!(leader.propose(4, "c"), Some("b"));
+    }
+}
