@@ -31,35 +31,39 @@ CREATE TABLE pgp_metadata.host (
 );
 
 -- Acceptor state and the log: one single-decree Paxos instance per (group, round).
--- Ballots are (number, proposer) and are stored and compared whole.
+-- Ballots are (number, proposer) and are stored and compared whole. Only the acceptor
+-- endpoints write here, from typed state: promised_num/by are both set or both NULL, and so
+-- are accepted_num/by, value_kind ('value', 'noop', 'join' or 'leave') and value_id; a
+-- chosen round has an accepted value. These are not CHECK constraints, nor is group_id a
+-- foreign key, because every append writes rows here on every member and those checks
+-- cost each write a parse of the constraints and a lock on the group row; deleting a group
+-- deletes its rounds explicitly.
 CREATE TABLE pgp_metadata.round (
-    group_id text NOT NULL REFERENCES pgp_metadata."group" ON DELETE CASCADE,
-    round_num bigint NOT NULL CHECK (round_num >= 0),
+    group_id text NOT NULL,
+    round_num bigint NOT NULL,
     promised_num bigint,
     promised_by text,
     accepted_num bigint,
     accepted_by text,
-    value_kind text CHECK (value_kind IN ('value', 'noop', 'join', 'leave')),
+    value_kind text,
     value text,
     value_id text,
     chosen boolean NOT NULL DEFAULT false,
-    PRIMARY KEY (group_id, round_num),
-    CHECK ((promised_num IS NULL) = (promised_by IS NULL)),
-    CHECK ((accepted_num IS NULL) = (accepted_by IS NULL)),
-    CHECK ((accepted_num IS NULL) = (value_kind IS NULL)),
-    CHECK ((accepted_num IS NULL) = (value_id IS NULL)),
-    CHECK (NOT chosen OR accepted_num IS NOT NULL)
+    PRIMARY KEY (group_id, round_num)
 );
 
 -- A promise covering every round from from_round on (Multi-Paxos phase 1 for many rounds at
 -- once). A round's effective promise is the higher of its own and this one. The row exists
--- from the moment the group does; endpoints lock it (SHARE to vote, UPDATE to promise), so
--- a promise for many rounds and a vote on one of them never interleave.
+-- from the moment the group does. Endpoints take advisory locks (see src/locks.rs: shared to
+-- vote, exclusive to promise), so a promise for many rounds and a vote on one of them never
+-- interleave.
 CREATE TABLE pgp_metadata.promise (
     group_id text PRIMARY KEY REFERENCES pgp_metadata."group" ON DELETE CASCADE,
     from_round bigint,
     ballot_num bigint,
     ballot_by text,
+    -- The connection string of the member that asked for this promise.
+    leader_connection text,
     CHECK ((from_round IS NULL) = (ballot_num IS NULL)),
     CHECK ((ballot_num IS NULL) = (ballot_by IS NULL))
 );

@@ -11,8 +11,10 @@ use serde::Serialize;
 use crate::catalog;
 use crate::error::{OrRaise, PaxosError, Result};
 use crate::messages::*;
+use paxos_core::{BatchReply, PrepareFrom, RangePromise};
 
-fn serve<Req: DeserializeOwned, Rep: Serialize>(
+/// Decodes a JSON request, handles it, and encodes the reply (or raises the error).
+pub fn serve<Req: DeserializeOwned, Rep: Serialize>(
     request: &str,
     handle: impl FnOnce(Req) -> Result<Rep>,
 ) -> String {
@@ -28,6 +30,9 @@ fn serve<Req: DeserializeOwned, Rep: Serialize>(
 
 /// Refuses work for groups this node does not (yet, or any longer) belong to, without
 /// waiting on a transaction that is creating the group.
+/// The most rounds one accept request may vote on.
+const MAX_ACCEPT_BATCH: usize = 1000;
+
 fn check_group(group: &str) -> Result<()> {
     catalog::require_group(group).map(|_| ())
 }
@@ -56,21 +61,18 @@ fn check_round(round: i64) -> Result<()> {
     Ok(())
 }
 
-/// One round's acceptor state, locked for a vote under `ballot`, with the group's range
-/// promise applied (held shared, so no range prepare interleaves).
+/// Rounds `first..=last` locked for a vote under `ballot`: their states, with the group's
+/// range promise, which no range prepare changes until the vote commits.
 fn lock_for_vote(
     group: &str,
-    round: i64,
+    first: i64,
+    last: i64,
     ballot: &paxos_core::Ballot,
-) -> Result<paxos_core::Acceptor<Entry>> {
-    check_round(round)?;
+) -> Result<(Option<RangePromise>, Vec<paxos_core::Acceptor<Entry>>)> {
+    check_round(first)?;
     check_ballot(ballot)?;
-    let range = catalog::share_range_promise(group)?;
-    let mut state = catalog::lock_acceptor(group, round)?;
-    if let Some(range) = &range {
-        range.apply(round, &mut state);
-    }
-    Ok(state)
+    crate::locks::rounds(group, first, last);
+    catalog::voting_state(group, first, last)
 }
 
 #[pg_schema]
@@ -80,9 +82,13 @@ mod pgp_metadata {
     #[pg_extern(volatile, parallel_unsafe)]
     fn paxos_prepare(request: &str) -> String {
         serve(request, |req: PrepareRequest| {
-            let mut state = lock_for_vote(&req.group, req.round, &req.ballot)?;
+            let (range, mut states) = lock_for_vote(&req.group, req.round, req.round, &req.ballot)?;
+            let state = &mut states[0];
+            if let Some(range) = &range {
+                range.apply(req.round, state);
+            }
             let reply = state.on_prepare(&req.ballot);
-            catalog::store_acceptor(&req.group, req.round, &state)?;
+            catalog::store_acceptor(&req.group, req.round, state)?;
             Ok(PrepareResponse {
                 reply,
                 max_round: catalog::max_accepted_round(&req.group)?,
@@ -98,23 +104,24 @@ mod pgp_metadata {
         serve(request, |req: PrepareFromRequest| {
             check_round(req.from_round)?;
             check_ballot(&req.ballot)?;
-            let current = catalog::lock_range_promise(&req.group)?;
+            crate::locks::range(&req.group);
+            let current = catalog::range_promise(&req.group)?;
+            let highest = catalog::highest_round_promise(&req.group, req.from_round)?;
             let max_round = catalog::max_accepted_round(&req.group)?;
-            let highest = [
-                current.as_ref().map(|p| p.ballot.clone()),
-                catalog::highest_round_promise(&req.group, req.from_round)?,
-            ]
-            .into_iter()
-            .flatten()
-            .max();
-            if let Some(promised) = highest.filter(|h| *h > req.ballot) {
-                let reply = RangeReply::Reject { promised };
-                return Ok(PrepareFromResponse { reply, max_round });
-            }
-            // Promising more rounds than asked only restricts this acceptor: always safe.
-            let from = current.map_or(req.from_round, |p| p.from.min(req.from_round));
-            let ballot = req.ballot;
-            catalog::set_range_promise(&req.group, &catalog::RangePromise { from, ballot })?;
+            let promise = match paxos_core::prepare_from(
+                current.as_ref(),
+                highest.as_ref(),
+                req.from_round,
+                &req.ballot,
+            ) {
+                PrepareFrom::Reject { promised } => {
+                    let reply = RangeReply::Reject { promised };
+                    return Ok(PrepareFromResponse { reply, max_round });
+                }
+                PrepareFrom::Promise(promise) => promise,
+            };
+            catalog::set_range_promise(&req.group, &promise)?;
+            catalog::set_leader(&req.group, req.leader.as_deref())?;
             let accepted = catalog::accepted_from(&req.group, req.from_round)?
                 .into_iter()
                 .map(|(round, ballot, entry)| Reported {
@@ -128,20 +135,50 @@ mod pgp_metadata {
         })
     }
 
+    /// Votes on consecutive rounds in one transaction, so a batch costs one commit.
     #[pg_extern(volatile, parallel_unsafe)]
     fn paxos_accept(request: &str) -> String {
         serve(request, |req: AcceptRequest| {
-            let mut state = lock_for_vote(&req.group, req.round, &req.ballot)?;
-            let reply = state.on_accept(&req.ballot, req.entry);
-            catalog::store_acceptor(&req.group, req.round, &state)?;
-            Ok(reply)
+            if req.entries.is_empty() || req.entries.len() > MAX_ACCEPT_BATCH {
+                return Err(PaxosError::InvalidArgument {
+                    what: "entries",
+                    reason: format!("expected 1 to {MAX_ACCEPT_BATCH} entries"),
+                });
+            }
+            let last = req.first_round + req.entries.len() as i64 - 1;
+            let (range, states) = lock_for_vote(&req.group, req.first_round, last, &req.ballot)?;
+            let mut voted = states.clone();
+            let count = req.entries.len();
+            let replies = match paxos_core::accept_batch(
+                range.as_ref(),
+                req.first_round,
+                &mut voted,
+                &req.ballot,
+                req.entries,
+            ) {
+                BatchReply::Voted(replies) => replies,
+                BatchReply::Reject { promised } => {
+                    vec![paxos_core::AcceptReply::Reject { promised }; count]
+                }
+            };
+            for ((round, before), after) in (req.first_round..).zip(&states).zip(&voted) {
+                if before != after {
+                    catalog::store_acceptor(&req.group, round, after)?;
+                }
+            }
+            if let Some(through) = req.chosen_through.filter(|t| *t < req.first_round) {
+                if catalog::mark_chosen_under(&req.group, &req.ballot, through)? {
+                    catalog::advance_learned(&req.group)?;
+                }
+            }
+            Ok(replies)
         })
     }
 
     #[pg_extern(volatile, parallel_unsafe)]
     fn paxos_learn(request: &str) -> String {
         serve(request, |req: LearnRequest| {
-            catalog::share_range_promise(&req.group)?;
+            check_group(&req.group)?;
             for d in &req.decisions {
                 check_round(d.round)?;
                 check_ballot(&d.ballot)?;
@@ -159,12 +196,13 @@ mod pgp_metadata {
     fn paxos_chosen(request: &str) -> String {
         serve(request, |req: ChosenRequest| {
             check_group(&req.group)?;
-            catalog::decisions(
+            let (chosen, accepted) = catalog::accepted_rounds(
                 &req.group,
                 req.from_round,
                 req.through_round,
                 req.limit.clamp(1, 10_000),
-            )
+            )?;
+            Ok(ChosenResponse { chosen, accepted })
         })
     }
 

@@ -125,11 +125,15 @@ fn paxos_append(
         let proposer = required(current_proposer_id, "current_proposer_id")?;
         let group = required(current_group_id, "current_group_id")?;
         let value = required(proposed_value, "proposed_value")?;
-        Log::open_to_append(group, proposer)?.append(Entry {
-            id: ids::proposal_id(),
-            kind: EntryKind::Value,
-            value: Some(value.to_owned()),
-        })
+        crate::leader::append(
+            group,
+            proposer,
+            Entry {
+                id: ids::proposal_id(),
+                kind: EntryKind::Value,
+                value: Some(value.to_owned()),
+            },
+        )
     })()
     .or_raise()
 }

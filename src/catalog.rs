@@ -6,12 +6,13 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use paxos_core::{Acceptor, Ballot, Member, Membership};
+use paxos_core::{Acceptor, Ballot, Member, Membership, RangePromise};
 use pgrx::datum::DatumWithOid;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData, SpiResult, SpiTupleTable};
 use pgrx::{PgOid, Spi};
 
 use crate::error::{PaxosError, Result};
+use crate::locks;
 use crate::messages::{Decision, Entry, EntryKind};
 
 thread_local! {
@@ -151,6 +152,41 @@ pub fn decisions(group_id: &str, from: i64, through: i64, limit: i64) -> Result<
     })?)
 }
 
+/// Every value accepted at rounds `from..=through`, in round order, at most `limit`, split
+/// into those recorded as chosen and the others.
+pub fn accepted_rounds(
+    group_id: &str,
+    from: i64,
+    through: i64,
+    limit: i64,
+) -> Result<(Vec<Decision>, Vec<Decision>)> {
+    Ok(Spi::connect_mut(|client| -> SpiResult<_> {
+        let rows = exec(
+            client,
+            "SELECT round_num, accepted_num, accepted_by, value_kind, value, value_id, chosen \
+             FROM pgp_metadata.round WHERE group_id = $1 AND accepted_num IS NOT NULL \
+             AND round_num BETWEEN $2 AND $3 ORDER BY round_num LIMIT $4",
+            &[group_id.into(), from.into(), through.into(), limit.into()],
+        )?;
+        let (mut chosen, mut accepted) = (Vec::new(), Vec::new());
+        for row in rows {
+            if let Some((ballot, entry)) = self::accepted(&row, 2)? {
+                let decision = Decision {
+                    round: row.get::<i64>(1)?.unwrap_or(0),
+                    ballot,
+                    entry,
+                };
+                if row.get::<bool>(7)?.unwrap_or(false) {
+                    chosen.push(decision);
+                } else {
+                    accepted.push(decision);
+                }
+            }
+        }
+        Ok((chosen, accepted))
+    })?)
+}
+
 pub fn max_accepted_round(group_id: &str) -> Result<i64> {
     Ok(value::<i64>(
         "SELECT max(round_num) FROM pgp_metadata.round \
@@ -160,37 +196,58 @@ pub fn max_accepted_round(group_id: &str) -> Result<i64> {
     .unwrap_or(-1))
 }
 
-/// Loads one round's acceptor state (creating it empty) and locks it until the end of the
-/// transaction, in one statement.
-pub fn lock_acceptor(group_id: &str, round: i64) -> Result<Acceptor<Entry>> {
-    Ok(Spi::connect_mut(|client| -> SpiResult<Acceptor<Entry>> {
+/// The group's range promise and the acceptor states of rounds `first..=last` (empty for
+/// rounds without a row), in one statement. Lock them first (`locks::rounds`). Fails with
+/// UnknownGroup when this node does not (yet, or any longer) have the group.
+pub fn voting_state(
+    group_id: &str,
+    first: i64,
+    last: i64,
+) -> Result<(Option<RangePromise>, Vec<Acceptor<Entry>>)> {
+    Spi::connect_mut(|client| {
         let rows = exec(
             client,
-            "INSERT INTO pgp_metadata.round AS r (group_id, round_num) VALUES ($1, $2) \
-             ON CONFLICT (group_id, round_num) DO UPDATE SET chosen = r.chosen \
-             RETURNING promised_num, promised_by, accepted_num, accepted_by, value_kind, \
-             value, value_id, chosen",
-            &[group_id.into(), round.into()],
+            "SELECT p.from_round, p.ballot_num, p.ballot_by, r.round_num, r.promised_num, \
+             r.promised_by, r.accepted_num, r.accepted_by, r.value_kind, r.value, r.value_id, \
+             r.chosen FROM pgp_metadata.promise p LEFT JOIN pgp_metadata.round r \
+             ON r.group_id = p.group_id AND r.round_num BETWEEN $2 AND $3 \
+             WHERE p.group_id = $1",
+            &[group_id.into(), first.into(), last.into()],
         )?;
-        let row = rows
-            .into_iter()
-            .next()
-            .ok_or(pgrx::spi::SpiError::InvalidPosition)?;
-        Ok(Acceptor {
-            promised: ballot(&row, 1, 2)?,
-            accepted: accepted(&row, 3)?,
-            chosen: row.get::<bool>(8)?.unwrap_or(false),
-        })
-    })?)
+        let mut range = None;
+        let mut states = vec![Acceptor::default(); (last - first + 1).max(0) as usize];
+        let mut found = false;
+        for row in rows {
+            found = true;
+            if let (Some(from), Some(ballot)) = (row.get::<i64>(1)?, ballot(&row, 2, 3)?) {
+                range = Some(RangePromise { from, ballot });
+            }
+            if let Some(round) = row.get::<i64>(4)? {
+                states[(round - first) as usize] = Acceptor {
+                    promised: ballot(&row, 5, 6)?,
+                    accepted: accepted(&row, 7)?,
+                    chosen: row.get::<bool>(12)?.unwrap_or(false),
+                };
+            }
+        }
+        if !found {
+            return Err(PaxosError::UnknownGroup(group_id.to_owned()));
+        }
+        Ok((range, states))
+    })
 }
 
+/// Writes one round's acceptor state in one statement. Lock it first (`locks::rounds`).
 pub fn store_acceptor(group_id: &str, round: i64, state: &Acceptor<Entry>) -> Result<()> {
     let promised = state.promised.as_ref();
     let accepted = state.accepted.as_ref();
     run(
-        "UPDATE pgp_metadata.round SET promised_num = $3, promised_by = $4, \
-         accepted_num = $5, accepted_by = $6, value_kind = $7, value = $8, value_id = $9, \
-         chosen = $10 WHERE group_id = $1 AND round_num = $2",
+        "INSERT INTO pgp_metadata.round AS r (group_id, round_num, promised_num, promised_by, \
+             accepted_num, accepted_by, value_kind, value, value_id, chosen) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (group_id, round_num) DO UPDATE SET promised_num = $3, promised_by = $4, \
+             accepted_num = $5, accepted_by = $6, value_kind = $7, value = $8, value_id = $9, \
+             chosen = r.chosen OR $10",
         &[
             group_id.into(),
             round.into(),
@@ -205,6 +262,30 @@ pub fn store_acceptor(group_id: &str, round: i64, state: &Acceptor<Entry>) -> Re
         ],
     )?;
     Ok(())
+}
+
+/// Marks as chosen the rounds up to `through`, above what this node learned, that it accepted
+/// under `ballot`. The leader of that ballot uses it only while every round it proposed
+/// was decided under it with its value (`leader::accept`), and a ballot carries one value
+/// per round, so the value accepted here is the chosen one. Returns whether any was.
+/// The rounds are not locked: a vote racing with this keeps the flag (see store_acceptor),
+/// and no vote changes a value once a majority accepted it.
+pub fn mark_chosen_under(group_id: &str, ballot: &Ballot, through: i64) -> Result<bool> {
+    let marked = value::<i64>(
+        "WITH marked AS (UPDATE pgp_metadata.round r SET chosen = true \
+             FROM pgp_metadata.learner l \
+             WHERE l.group_id = $1 AND r.group_id = $1 AND r.round_num > l.learned_through \
+             AND r.round_num <= $2 AND NOT r.chosen \
+             AND r.accepted_num = $3 AND r.accepted_by = $4 RETURNING 1) \
+         SELECT count(*) FROM marked",
+        &[
+            group_id.into(),
+            through.into(),
+            ballot.number.into(),
+            ballot.proposer.clone().into(),
+        ],
+    )?;
+    Ok(marked.unwrap_or(0) > 0)
 }
 
 /// Moves learned_through past every chosen round that now follows it without a gap: in the
@@ -277,8 +358,16 @@ pub fn rebuild_members(group_id: &str) -> Result<()> {
 /// Records decisions as chosen. Returns whether any of them changed membership.
 pub fn record_decisions(group_id: &str, decisions: &[Decision]) -> Result<bool> {
     let mut membership_changed = false;
+    let (Some(first), Some(last)) = (
+        decisions.iter().map(|d| d.round).min(),
+        decisions.iter().map(|d| d.round).max(),
+    ) else {
+        return Ok(false);
+    };
+    locks::rounds(group_id, first, last);
+    let (_, states) = voting_state(group_id, first, last)?;
     for d in decisions {
-        let mut state = lock_acceptor(group_id, d.round)?;
+        let mut state = states[(d.round - first) as usize].clone();
         if state.chosen {
             continue;
         }
@@ -308,6 +397,10 @@ pub fn insert_group(group_id: &str, self_connection: &str, applied: i64) -> Resu
 
 pub fn delete_group(group_id: &str) -> Result<()> {
     run(
+        "DELETE FROM pgp_metadata.round WHERE group_id = $1",
+        &[group_id.into()],
+    )?;
+    run(
         "DELETE FROM pgp_metadata.\"group\" WHERE group_id = $1",
         &[group_id.into()],
     )?;
@@ -335,37 +428,15 @@ pub fn set_applied(group_id: &str, round: i64) -> Result<()> {
     Ok(())
 }
 
-/// Makes the proposers of this node take turns on a group until their transactions end:
-/// proposers on one node competing for the same round only delay each other, and the lock
-/// queue serves them in order, so none starves. The wait is interruptible.
-pub fn take_proposer_turn(group_id: &str) -> Result<()> {
-    run(
-        "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pg_paxos proposer'), \
-         pg_catalog.hashtext($1))",
-        &[group_id.into()],
-    )?;
-    Ok(())
-}
-
-/// A promise covering every round from `from` on.
-#[derive(Clone, Debug)]
-pub struct RangePromise {
-    pub from: i64,
-    pub ballot: Ballot,
-}
-
-impl RangePromise {
-    /// Raises `state`'s promise to this one when it covers `round`.
-    pub fn apply(&self, round: i64, state: &mut Acceptor<Entry>) {
-        if round >= self.from && state.promised.as_ref().is_none_or(|p| *p < self.ballot) {
-            state.promised = Some(self.ballot.clone());
-        }
-    }
-}
-
-fn read_range_promise(sql: &'static str, group_id: &str) -> Result<Option<RangePromise>> {
+/// The group's range promise. Lock it first (`locks::range`).
+pub fn range_promise(group_id: &str) -> Result<Option<RangePromise>> {
     Spi::connect_mut(|client| -> Result<Option<RangePromise>> {
-        let rows = exec(client, sql, &[group_id.into()])?;
+        let rows = exec(
+            client,
+            "SELECT from_round, ballot_num, ballot_by FROM pgp_metadata.promise \
+             WHERE group_id = $1",
+            &[group_id.into()],
+        )?;
         let row = rows
             .into_iter()
             .next()
@@ -376,25 +447,6 @@ fn read_range_promise(sql: &'static str, group_id: &str) -> Result<Option<RangeP
             _ => None,
         })
     })
-}
-
-/// Locks the group's range promise so that no promise for many rounds changes while this
-/// transaction votes; fails with UnknownGroup when this node does not (yet) have the group.
-pub fn share_range_promise(group_id: &str) -> Result<Option<RangePromise>> {
-    read_range_promise(
-        "SELECT from_round, ballot_num, ballot_by FROM pgp_metadata.promise \
-         WHERE group_id = $1 FOR SHARE",
-        group_id,
-    )
-}
-
-/// Locks the group's range promise against every vote until the end of the transaction.
-pub fn lock_range_promise(group_id: &str) -> Result<Option<RangePromise>> {
-    read_range_promise(
-        "SELECT from_round, ballot_num, ballot_by FROM pgp_metadata.promise \
-         WHERE group_id = $1 FOR UPDATE",
-        group_id,
-    )
 }
 
 pub fn set_range_promise(group_id: &str, promise: &RangePromise) -> Result<()> {
@@ -409,6 +461,38 @@ pub fn set_range_promise(group_id: &str, promise: &RangePromise) -> Result<()> {
         ],
     )?;
     Ok(())
+}
+
+/// Records which member asked for the group's range promise: the others send it their appends.
+pub fn set_leader(group_id: &str, leader: Option<&str>) -> Result<()> {
+    run(
+        "UPDATE pgp_metadata.promise SET leader_connection = $2 WHERE group_id = $1",
+        &[group_id.into(), leader.into()],
+    )?;
+    Ok(())
+}
+
+/// The member this node last promised to follow, when it is a current member other than
+/// this node, and the number of the ballot it promised (0 when none).
+pub fn leader(group_id: &str) -> Result<(Option<String>, i64)> {
+    Ok(Spi::connect_mut(
+        |client| -> SpiResult<(Option<String>, i64)> {
+            let rows = exec(
+                client,
+                "SELECT CASE WHEN p.leader_connection <> g.self_connection AND EXISTS ( \
+                 SELECT FROM pgp_metadata.host h WHERE h.group_id = p.group_id \
+                 AND h.connection = p.leader_connection AND h.max_round IS NULL) \
+               THEN p.leader_connection END, coalesce(p.ballot_num, 0) \
+             FROM pgp_metadata.promise p JOIN pgp_metadata.\"group\" g USING (group_id) \
+             WHERE p.group_id = $1",
+                &[group_id.into()],
+            )?;
+            match rows.into_iter().next() {
+                Some(row) => Ok((row.get::<String>(1)?, row.get::<i64>(2)?.unwrap_or(0))),
+                None => Ok((None, 0)),
+            }
+        },
+    )?)
 }
 
 /// The highest promise any single round from `from` on holds. Ballot owners compare

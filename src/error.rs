@@ -35,6 +35,8 @@ pub enum PaxosError {
         round: i64,
         reason: String,
     },
+    #[error("the append may or may not have been chosen: {reason}")]
+    OutcomeUnknown { reason: String },
     #[error("peer {connection} failed: {reason}")]
     Peer { connection: String, reason: String },
     #[error("pg_paxos catalog error: {0}")]
@@ -58,6 +60,7 @@ impl PaxosError {
             PaxosError::Unreachable { .. } => ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
             PaxosError::NoMajority { .. } => ERRCODE_CONNECTION_FAILURE,
             PaxosError::RoundOutOfReach { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            PaxosError::OutcomeUnknown { .. } => ERRCODE_T_R_STATEMENT_COMPLETION_UNKNOWN,
             PaxosError::Peer { .. } => ERRCODE_CONNECTION_EXCEPTION,
             PaxosError::Catalog(_) => ERRCODE_INTERNAL_ERROR,
         }
@@ -81,6 +84,10 @@ impl PaxosError {
             PaxosError::NoMajority { .. } => Some(
                 "Check that a majority of the group's members are running and reachable; \
                  pg_paxos.request_timeout bounds how long each is waited for.",
+            ),
+            PaxosError::OutcomeUnknown { .. } => Some(
+                "Read the log (paxos_apply_log) to see whether the value was chosen before \
+                 appending it again.",
             ),
             PaxosError::InvalidConnection { .. } => Some(
                 "Use a libpq key=value connection string such as 'host=10.0.0.1 port=5432 \

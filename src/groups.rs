@@ -13,6 +13,7 @@ use crate::error::{OrRaise, PaxosError, Result};
 use crate::ids;
 use crate::messages::*;
 use crate::multipaxos::Log;
+use crate::node;
 use crate::peers;
 
 const COPY_BATCH: i64 = 5000;
@@ -34,8 +35,8 @@ pub fn validate_group_name(group: &str) -> Result<()> {
     if group.is_empty() {
         return Err(invalid("it is empty"));
     }
-    if group.len() > 256 {
-        return Err(invalid("it is longer than 256 bytes"));
+    if group.len() > node::NAME_BYTES {
+        return Err(node::name_too_long(group));
     }
     if group.chars().any(char::is_control) {
         return Err(invalid("it contains control characters"));
@@ -90,6 +91,7 @@ pub fn create(group: &str, founder: &str) -> Result<()> {
     }
     verify_self(founder)?;
     catalog::insert_group(group, founder, 0)?;
+    node::forget(group);
     let founding = Decision {
         round: 0,
         ballot: Ballot::new(0, ids::ballot_owner("create")),
@@ -120,28 +122,31 @@ pub fn join(group: &str, existing: &str, own: &str) -> Result<i64> {
         kind: EntryKind::Join,
     };
     let joined: MembershipResponse = call(existing, "paxos_change_membership", &change)?;
-    copy_log(group, existing, own, joined.round).map_err(|error| {
-        let undo = MembershipRequest {
-            kind: EntryKind::Leave,
-            ..change
-        };
-        match call::<MembershipResponse>(existing, "paxos_change_membership", &undo) {
-            Ok(_) => error,
-            Err(undo_error) => PaxosError::Peer {
-                connection: connstr::redact(existing),
-                reason: format!(
-                    "joining failed ({error}) and removing the half-joined member failed too \
+    copy_log(group, existing, own, joined.round)
+        .and_then(|()| catalog::set_leader(group, joined.leader.as_deref()))
+        .map_err(|error| {
+            let undo = MembershipRequest {
+                kind: EntryKind::Leave,
+                ..change
+            };
+            match call::<MembershipResponse>(existing, "paxos_change_membership", &undo) {
+                Ok(_) => error,
+                Err(undo_error) => PaxosError::Peer {
+                    connection: connstr::redact(existing),
+                    reason: format!(
+                        "joining failed ({error}) and removing the half-joined member failed too \
                      ({undo_error}); run paxos_leave_group on a member for this connection"
-                ),
-            },
-        }
-    })?;
+                    ),
+                },
+            }
+        })?;
     Ok(joined.round)
 }
 
 /// Copies the log up to `through` from `existing` into this node's catalog.
 fn copy_log(group: &str, existing: &str, own: &str, through: i64) -> Result<()> {
     catalog::insert_group(group, own, through)?;
+    node::forget(group);
     let mut from = 0;
     while from <= through {
         let request = ChosenRequest {
@@ -150,7 +155,7 @@ fn copy_log(group: &str, existing: &str, own: &str, through: i64) -> Result<()> 
             through_round: through,
             limit: COPY_BATCH,
         };
-        let batch: ChosenResponse = call(existing, "paxos_chosen", &request)?;
+        let batch = call::<ChosenResponse>(existing, "paxos_chosen", &request)?.chosen;
         let Some(last) = batch.last().map(|d| d.round) else {
             break;
         };
@@ -174,19 +179,24 @@ fn copy_log(group: &str, existing: &str, own: &str, through: i64) -> Result<()> 
 pub fn leave(group: &str) -> Result<i64> {
     require_superuser("leave paxos groups")?;
     let info = catalog::require_group(group)?;
-    let mut log = Log::open_to_append(group, "leave")?;
+    let log = Log::open(group, "leave")?;
     let next = log.learned_through() + 1;
     let round = if catalog::membership(group)?.voters(next) == [info.self_connection.as_str()] {
         // The last member: nobody else needs to hear of it.
         log.learned_through()
     } else {
-        log.append(Entry {
-            id: ids::proposal_id(),
-            kind: EntryKind::Leave,
-            value: Some(info.self_connection.clone()),
-        })?
+        crate::leader::append(
+            group,
+            "leave",
+            Entry {
+                id: ids::proposal_id(),
+                kind: EntryKind::Leave,
+                value: Some(info.self_connection.clone()),
+            },
+        )?
     };
     catalog::delete_group(group)?;
+    node::forget(group);
     peers::forget_all();
     Ok(round)
 }
@@ -212,12 +222,20 @@ mod pgp_metadata {
                         reason: "must be join or leave".into(),
                     });
                 }
-                let round = Log::open_to_append(&req.group, "membership")?.append(Entry {
+                let entry = Entry {
                     id: ids::proposal_id(),
                     kind: req.kind,
                     value: Some(req.connection),
-                })?;
-                Ok(MembershipResponse { round })
+                };
+                let round = crate::leader::append(&req.group, "membership", entry)?;
+                // The joining node copies the log through `round` from this one.
+                Log::open(&req.group, "membership")?.learn_through(round)?;
+                let (leader, _) = catalog::leader(&req.group)?;
+                let own = catalog::require_group(&req.group)?.self_connection;
+                Ok(MembershipResponse {
+                    round,
+                    leader: leader.or(Some(own)),
+                })
             });
         serde_json::to_string(&result.or_raise()).unwrap_or_default()
     }

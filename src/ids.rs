@@ -41,6 +41,23 @@ pub fn ballot_owner(proposer: &str) -> String {
     )
 }
 
+/// The owner part of a ballot this node leads a group with, shared by all its backends:
+/// a fair random draw for ties, the node, and a token of the backend that drew it. At most
+/// 8 + 1 + 64 + 1 + 16 bytes.
+pub fn node_ballot_owner() -> String {
+    let node = gucs::node_id();
+    let mut end = node.len().min(64);
+    while !node.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{:08x}:{}/{:016x}",
+        random_u64() as u32,
+        &node[..end],
+        backend_token()
+    )
+}
+
 /// A new proposal id, unique across the cluster with overwhelming probability.
 pub fn proposal_id() -> String {
     format!("{:016x}{:016x}", random_u64(), random_u64())

@@ -1,8 +1,9 @@
 //! pg_paxos: Multi-Paxos across PostgreSQL servers.
 //!
-//! Module map: `api` (SQL surface) → `groups` (create/join/leave) and `multipaxos` (the log)
-//! → `peers` (connections to members) and `catalog` (pgp_metadata through SPI); `acceptor`
-//! holds the endpoints members call. The protocol's decisions live in the `paxos-core` crate.
+//! Module map: `api` (SQL surface) → `groups` (create/join/leave), `leader` (appending
+//! through the node that leads, in batches) and `multipaxos` (the log: deciding, learning,
+//! catching up) → `node` (what this node's backends share), `peers` (connections to members)
+//! and `catalog` (pgp_metadata through SPI); `acceptor` holds the endpoints members call. The protocol's decisions live in the `paxos-core` crate.
 use pgrx::prelude::*;
 
 mod acceptor;
@@ -13,8 +14,11 @@ mod error;
 mod groups;
 mod gucs;
 mod ids;
+mod leader;
+mod locks;
 mod messages;
 mod multipaxos;
+mod node;
 mod peers;
 
 pg_module_magic!();
@@ -33,6 +37,7 @@ pub extern "C-unwind" fn _PG_init() {
         );
     }
     gucs::init();
+    node::init();
 }
 
 #[cfg(test)]

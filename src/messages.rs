@@ -77,6 +77,10 @@ pub struct PrepareFromRequest {
     pub group: String,
     pub from_round: i64,
     pub ballot: Ballot,
+    /// The connection string of the member asking, so that the others can send it their
+    /// appends while it leads.
+    #[serde(default)]
+    pub leader: Option<String>,
 }
 
 /// A value an acceptor accepted in a round covered by a range promise.
@@ -101,15 +105,35 @@ pub struct PrepareFromResponse {
     pub max_round: i64,
 }
 
+/// Phase 2 for consecutive rounds at once: `entries[i]` for round `first_round + i`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AcceptRequest {
     pub group: String,
-    pub round: i64,
+    pub first_round: i64,
     pub ballot: Ballot,
+    pub entries: Vec<Entry>,
+    /// Every round up to this one that the acceptor accepted under `ballot` is chosen: the
+    /// leader tells what it learned with its next request instead of in one of its own. It
+    /// may, because it stops using a ballot as soon as one of its proposals was not decided
+    /// under it (`leader::accept`).
+    #[serde(default)]
+    pub chosen_through: Option<i64>,
+}
+
+/// One reply per entry of the request, in order.
+pub type AcceptResponse = Vec<AcceptReply<Entry>>;
+
+/// An append made on another member, sent to the member that leads.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SubmitRequest {
+    pub group: String,
     pub entry: Entry,
 }
 
-pub type AcceptResponse = AcceptReply<Entry>;
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SubmitResponse {
+    pub round: i64,
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct LearnRequest {
@@ -130,7 +154,14 @@ pub struct ChosenRequest {
     pub limit: i64,
 }
 
-pub type ChosenResponse = Vec<Decision>;
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ChosenResponse {
+    /// The rounds this member recorded as chosen.
+    pub chosen: Vec<Decision>,
+    /// The rounds where it accepted a value without recording it as chosen (yet): a value
+    /// that a majority accepted under one ballot is chosen.
+    pub accepted: Vec<Decision>,
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct MaxRoundRequest {
@@ -154,4 +185,7 @@ pub struct MembershipRequest {
 pub struct MembershipResponse {
     /// The round whose entry changed membership; it takes effect at the next round.
     pub round: i64,
+    /// The member that leads the group, as far as the answering member knows.
+    #[serde(default)]
+    pub leader: Option<String>,
 }

@@ -1,4 +1,6 @@
-//! The Multi-Paxos log: deciding rounds, appending, catching up and applying.
+//! The Multi-Paxos log as one node's proposer sees it: single-decree Paxos for a round, phase
+//! 1 for a range of rounds, phase 2 for a batch of rounds, learning and catching up. Who
+//! proposes what, under which leadership, is `leader`'s business.
 //!
 //! Invariants kept here:
 //! - a round is proposed only with the voters of that round, which are known because every
@@ -40,7 +42,6 @@ impl Log {
     pub fn open(group: &str, proposer: &str) -> Result<Log> {
         let info = catalog::require_group(group)?;
         let learned_through = catalog::learned_through(group)?;
-        leadership::forget_through(group, learned_through);
         Ok(Log {
             group: group.to_owned(),
             self_connection: info.self_connection,
@@ -50,19 +51,12 @@ impl Log {
         })
     }
 
-    /// Opens the log to append to it, after this node's earlier proposers on the group are
-    /// done (see `catalog::take_proposer_turn`), so it starts from what they appended.
-    pub fn open_to_append(group: &str, proposer: &str) -> Result<Log> {
-        catalog::require_group(group)?;
-        catalog::take_proposer_turn(group)?;
-        Log::open(group, proposer)
-    }
-
     pub fn learned_through(&self) -> i64 {
         self.learned_through
     }
 
-    fn voters(&self, round: i64) -> Vec<String> {
+    /// The members that vote on `round`.
+    pub fn voters(&self, round: i64) -> Vec<String> {
         self.membership
             .voters(round)
             .into_iter()
@@ -81,7 +75,7 @@ impl Log {
 
     /// Takes the decision of round `learned_through + 1` into account; the in-memory view
     /// only ever advances in round order, so membership changes are applied in order.
-    fn note(&mut self, decision: &Decision) {
+    pub fn note(&mut self, decision: &Decision) {
         if decision.round != self.learned_through + 1 {
             return;
         }
@@ -114,16 +108,7 @@ impl Log {
                 reason: "no member votes on it".into(),
             });
         }
-        let mut proposer = match leadership::for_round(&self.group, round, &voters) {
-            // Phase 1 is done for this round: propose the value already bound to it under
-            // this ballot (reported by phase 1, or proposed before), else our entry.
-            Some((ballot, bound)) => {
-                let value = bound.unwrap_or_else(|| entry.clone());
-                leadership::bind(&self.group, round, &ballot, &value);
-                Proposer::prepared(ballot, voters.len(), value)
-            }
-            None => Proposer::new(self.fresh_ballot(1), voters.len(), entry.clone()),
-        };
+        let mut proposer = Proposer::new(self.fresh_ballot(1), voters.len(), entry.clone());
         let mut command = proposer.start();
         let mut max_round = round;
         let mut attempts = 0u32;
@@ -150,15 +135,19 @@ impl Log {
                 Command::Accept { ballot, value } => {
                     let request = AcceptRequest {
                         group: self.group.clone(),
-                        round,
+                        first_round: round,
                         ballot: ballot.clone(),
-                        entry: value,
+                        entries: vec![value],
+                        chosen_through: None,
                     };
                     let phase = self.phase(
                         "paxos_accept",
                         &request,
                         &voters,
-                        |i, reply: AcceptResponse| proposer.on_accept_reply(i, &ballot, reply),
+                        |i, reply: AcceptResponse| {
+                            let reply = reply.into_iter().next()?;
+                            proposer.on_accept_reply(i, &ballot, reply)
+                        },
                     );
                     self.after_phase(phase, &voters, round, &mut last_majority, &mut proposer)?
                 }
@@ -175,7 +164,6 @@ impl Log {
                     return Ok((decision, max_round));
                 }
                 Command::Backoff => {
-                    leadership::lose(&self.group);
                     attempts += 1;
                     peers::sleep(backoff(attempts));
                     proposer.retry()
@@ -187,52 +175,53 @@ impl Log {
     /// A ballot numbered `number`. Ballots of equal number are ordered by proposer: a random
     /// prefix per ballot makes that order a fair draw, so no node wins every tie (the owner
     /// part keeps it unique).
-    fn fresh_ballot(&self, number: i64) -> Ballot {
+    pub fn fresh_ballot(&self, number: i64) -> Ballot {
         Ballot::new(
             number,
             format!("{:08x}:{}", ids::random_u64() as u32, self.owner),
         )
     }
 
-    /// Tries to become this group's leader from the next round on: phase 1 for all rounds
-    /// from there at once, so that each append needs only phase 2. Best effort: without a
-    /// majority of promises, appends run full Paxos per round.
-    fn lead(&mut self) {
-        let from = self.learned_through + 1;
+    /// Phase 1 for every round from `from` on at once, with the voters of `from`: returns the
+    /// ballot a majority promised and, per round, the highest-ballot value they reported
+    /// accepted there. Retries with higher ballots (after a randomized pause) until promised,
+    /// or fails once no majority answered for pg_paxos.request_timeout.
+    pub fn prepare_range(&self, from: i64, mut number: i64) -> Result<(Ballot, Reports)> {
         let voters = self.voters(from);
-        if voters.is_empty() || leadership::for_round(&self.group, from, &voters).is_some() {
-            return;
-        }
         let needed = majority(voters.len());
-        let mut number = 1;
-        // A second try only when a rejection told us which ballot to beat.
-        for _ in 0..2 {
-            let ballot = self.fresh_ballot(number);
+        let mut attempts = 0u32;
+        let mut last_majority = Instant::now();
+        loop {
+            let ballot = Ballot::new(number, ids::node_ballot_owner());
             let request = PrepareFromRequest {
                 group: self.group.clone(),
                 from_round: from,
                 ballot: ballot.clone(),
+                leader: Some(self.self_connection.clone()),
             };
             let requests = to_each(&voters, "paxos_prepare_from", &request);
-            let (mut promised, mut refused) = (0, 0);
-            let mut reported = std::collections::BTreeMap::new();
+            let (mut promised, mut refused, mut failures) = (0, 0, Vec::new());
+            let mut reports = Reports::new();
             let mut beat: Option<Ballot> = None;
-            peers::exchange(&requests, |_, reply| {
-                match reply
-                    .and_then(|t| parse::<PrepareFromResponse>(&t))
-                    .map(|r| r.reply)
-                {
-                    Ok(RangeReply::Promise { accepted }) => {
+            peers::exchange(&requests, |i, reply| {
+                match reply.and_then(|t| parse::<PrepareFromResponse>(&t)) {
+                    Ok(PrepareFromResponse {
+                        reply: RangeReply::Promise { accepted },
+                        ..
+                    }) => {
                         promised += 1;
                         for r in accepted {
-                            leadership::keep_highest(&mut reported, r);
+                            keep_highest(&mut reports, r);
                         }
                     }
-                    Ok(RangeReply::Reject { promised }) => {
+                    Ok(PrepareFromResponse {
+                        reply: RangeReply::Reject { promised },
+                        ..
+                    }) => {
                         refused += 1;
                         beat = beat.take().max(Some(promised));
                     }
-                    Err(_) => {}
+                    Err(reason) => failures.push(format!("{}: {reason}", voters[i])),
                 }
                 if promised >= needed || refused > voters.len() - needed {
                     ControlFlow::Break(())
@@ -241,14 +230,94 @@ impl Log {
                 }
             });
             if promised >= needed {
-                leadership::take(&self.group, ballot, from, voters, reported);
-                return;
+                return Ok((ballot, reports));
             }
-            match beat {
-                Some(higher) => number = higher.number + 1,
-                None => return,
+            if promised + refused >= needed {
+                last_majority = Instant::now();
+            } else if last_majority.elapsed() >= gucs::request_timeout() {
+                return Err(PaxosError::NoMajority {
+                    group: self.group.clone(),
+                    round: from,
+                    answered: promised + refused,
+                    members: voters.len(),
+                    needed,
+                    failures,
+                });
             }
+            number = beat.map_or(number + 1, |b| number.max(b.number + 1));
+            attempts += 1;
+            peers::sleep(backoff(attempts));
         }
+    }
+
+    /// Phase 2 for `entries` at rounds `first, first + 1, ...` in one request, under a ballot
+    /// a majority promised for them. The voters of `first` vote on every one of them, so the
+    /// entries before the last must not change membership. The request also tells the
+    /// acceptors that every round before `first` is decided (see `AcceptRequest`).
+    pub fn accept_batch(&self, ballot: &Ballot, first: i64, entries: &[Entry]) -> Result<Batch> {
+        let voters = self.voters(first);
+        let needed = majority(voters.len());
+        let mut proposers: Vec<Proposer<Entry>> = entries
+            .iter()
+            .map(|e| Proposer::prepared(ballot.clone(), voters.len(), e.clone()))
+            .collect();
+        for p in &mut proposers {
+            p.start();
+        }
+        let request = AcceptRequest {
+            group: self.group.clone(),
+            first_round: first,
+            ballot: ballot.clone(),
+            entries: entries.to_vec(),
+            chosen_through: (self.learned_through + 1 == first).then_some(self.learned_through),
+        };
+        let requests = to_each(&voters, "paxos_accept", &request);
+        let mut decided: Vec<Option<Decision>> = vec![None; entries.len()];
+        let (mut lost, mut answered, mut failures) = (false, 0, Vec::new());
+        peers::exchange(&requests, |i, reply| {
+            match reply.and_then(|t| parse::<AcceptResponse>(&t)) {
+                Ok(replies) if replies.len() == entries.len() => {
+                    answered += 1;
+                    for (k, reply) in replies.into_iter().enumerate() {
+                        if decided[k].is_some() {
+                            continue;
+                        }
+                        match proposers[k].on_accept_reply(i, ballot, reply) {
+                            Some(Command::Chosen { ballot, value }) => {
+                                decided[k] = Some(Decision {
+                                    round: first + k as i64,
+                                    ballot,
+                                    entry: value,
+                                })
+                            }
+                            Some(_) => lost = true,
+                            None => {}
+                        }
+                    }
+                }
+                Ok(_) => failures.push(format!("{}: answered for other rounds", voters[i])),
+                Err(reason) => failures.push(format!("{}: {reason}", voters[i])),
+            }
+            if lost || decided.iter().all(Option::is_some) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        if decided.iter().all(Option::is_some) {
+            return Ok(Batch::Decided(decided.into_iter().flatten().collect()));
+        }
+        if lost || answered >= needed {
+            return Ok(Batch::Lost);
+        }
+        Err(PaxosError::NoMajority {
+            group: self.group.clone(),
+            round: first,
+            answered,
+            members: voters.len(),
+            needed,
+            failures,
+        })
     }
 
     /// Sends one phase's request to the voters and feeds replies to `handle` until it returns
@@ -312,7 +381,7 @@ impl Log {
     /// Records decisions on every learner of the first one, waiting for this node and a
     /// majority of the voters, never for a member that does not answer. Returns how far this
     /// node's own catalog now knows the log without a gap.
-    fn learn(&self, decisions: &[Decision]) -> Result<i64> {
+    pub fn learn(&self, decisions: &[Decision]) -> Result<i64> {
         let Some(first) = decisions.first() else {
             return Ok(self.learned_through);
         };
@@ -349,6 +418,12 @@ impl Log {
         }
     }
 
+    /// Takes rounds up to `round` as known without reading them: the caller knows they
+    /// were all decided and that none changes membership.
+    pub fn skip_to(&mut self, round: i64) {
+        self.learned_through = self.learned_through.max(round);
+    }
+
     /// Fetches the decisions of rounds `learned_through+1 ..= through` that some voter
     /// knows, and records them here. Returns how far the log is now known without a gap.
     pub fn catch_up(&mut self, through: i64) -> Result<i64> {
@@ -362,25 +437,22 @@ impl Log {
             };
             let voters = self.voters(from);
             let requests = to_each(&voters, "paxos_chosen", &request);
-            // The longest gap-free run among a majority's answers, never waiting for a hung
-            // member; a round none of them recorded as chosen is decided again by
-            // learn_through, which recovers the value a majority accepted.
+            // What a majority's answers show decided, never waiting for a hung member; a
+            // round they do not show decided is decided again by learn_through, which
+            // recovers the value a majority accepted.
             let needed = majority(voters.len());
-            let (mut best, mut answered): (Vec<Decision>, usize) = (Vec::new(), 0);
+            let mut answers = Vec::new();
             peers::exchange(&requests, |_, reply| {
-                if let Ok(decisions) = reply.and_then(|t| parse::<ChosenResponse>(&t)) {
-                    answered += 1;
-                    let run = gap_free_prefix(from, decisions);
-                    if run.len() > best.len() {
-                        best = run;
-                    }
+                if let Ok(answer) = reply.and_then(|t| parse::<ChosenResponse>(&t)) {
+                    answers.push(answer);
                 }
-                if answered >= needed {
+                if answers.len() >= needed {
                     ControlFlow::Break(())
                 } else {
                     ControlFlow::Continue(())
                 }
             });
+            let best = decided_prefix(from, answers, needed);
             if best.is_empty() {
                 break;
             }
@@ -395,22 +467,6 @@ impl Log {
             }
         }
         Ok(self.learned_through)
-    }
-
-    /// Appends `entry` at the end of the log; returns the round it was chosen at.
-    pub fn append(&mut self, entry: Entry) -> Result<i64> {
-        loop {
-            self.lead();
-            // Every round below is known, so the voters of this one are too.
-            let round = self.learned_through + 1;
-            let (decision, max_round) = self.decide(round, &entry)?;
-            if decision.entry.id == entry.id {
-                return Ok(round);
-            }
-            if max_round > round {
-                self.catch_up(max_round)?;
-            }
-        }
     }
 
     /// The highest round accepted by any of a majority of the voters: no round above it was
@@ -477,6 +533,27 @@ impl Log {
     }
 }
 
+/// Per round, the highest-ballot value that phase 1 found accepted there.
+pub type Reports = std::collections::BTreeMap<i64, (Ballot, Entry)>;
+
+fn keep_highest(reports: &mut Reports, r: Reported) {
+    match reports.get(&r.round) {
+        Some((ballot, _)) if *ballot >= r.ballot => {}
+        _ => {
+            reports.insert(r.round, (r.ballot, r.entry));
+        }
+    }
+}
+
+/// What came of proposing entries at consecutive rounds under a promised ballot.
+pub enum Batch {
+    /// Every round is decided: with the entry proposed there, or with one an acceptor knew
+    /// was chosen there before.
+    Decided(Vec<Decision>),
+    /// A higher ballot came first: any of the rounds may still end up with its entry, or not.
+    Lost,
+}
+
 struct Phase {
     command: Option<Command<Entry>>,
     answered: usize,
@@ -484,114 +561,149 @@ struct Phase {
 }
 
 /// The same endpoint call for each of `members`.
-fn to_each(members: &[String], function: &str, request: &impl Serialize) -> Vec<(String, String)> {
+pub fn to_each(
+    members: &[String],
+    function: &str,
+    request: &impl Serialize,
+) -> Vec<(String, String)> {
     let sql = endpoint_sql(function, request);
     members.iter().map(|m| (m.clone(), sql.clone())).collect()
 }
 
-fn gap_free_prefix(from: i64, decisions: Vec<Decision>) -> Vec<Decision> {
-    decisions
-        .into_iter()
-        .enumerate()
-        .take_while(|(i, d)| d.round == from + *i as i64)
-        .map(|(_, d)| d)
-        .collect()
+/// The decisions of rounds `from, from + 1, ...` without a gap that `answers` show: rounds
+/// some member recorded as chosen (agreement makes them all the same), and rounds where
+/// `needed` members (a majority of the voters of `from`) accepted one value under one
+/// ballot, which is what chosen means. The second rule stops at the first membership
+/// change, after which the voters may differ.
+fn decided_prefix(from: i64, answers: Vec<ChosenResponse>, needed: usize) -> Vec<Decision> {
+    use std::collections::{BTreeMap, HashMap};
+    let mut chosen: BTreeMap<i64, Decision> = BTreeMap::new();
+    let mut votes: HashMap<(i64, Ballot, String), (usize, Decision)> = HashMap::new();
+    for answer in answers {
+        for d in answer.chosen {
+            chosen.entry(d.round).or_insert(d);
+        }
+        for d in answer.accepted {
+            let key = (d.round, d.ballot.clone(), d.entry.id.clone());
+            votes.entry(key).or_insert((0, d)).0 += 1;
+        }
+    }
+    let mut by_majority: BTreeMap<i64, Decision> = BTreeMap::new();
+    for (count, d) in votes.into_values() {
+        if count >= needed {
+            by_majority.insert(d.round, d);
+        }
+    }
+    let mut prefix = Vec::new();
+    let mut same_voters = true;
+    for round in from.. {
+        let decision = match chosen.remove(&round) {
+            Some(d) => d,
+            None => match by_majority.remove(&round).filter(|_| same_voters) {
+                Some(d) => d,
+                None => break,
+            },
+        };
+        if matches!(decision.entry.kind, EntryKind::Join | EntryKind::Leave) {
+            same_voters = false;
+        }
+        prefix.push(decision);
+    }
+    prefix
 }
 
 /// Randomized exponential backoff, so competing proposers stop colliding.
-fn backoff(attempt: u32) -> Duration {
+pub fn backoff(attempt: u32) -> Duration {
     let ceiling = BACKOFF_BASE * 2u32.pow(attempt.min(BACKOFF_MAX_DOUBLINGS));
     let fraction = (ids::random_u64() % 1000) as u32;
     ceiling * fraction / 1000
 }
 
-/// This backend's leadership of groups: a ballot that a majority promised for every round
-/// from `from` on, with what they reported accepted there. It holds until a rejection (a
-/// higher ballot came) or until the voters change (a membership entry).
-mod leadership {
-    use std::cell::RefCell;
-    use std::collections::{BTreeMap, HashMap};
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    use paxos_core::Ballot;
-
-    use crate::messages::{Entry, Reported};
-
-    struct Leadership {
-        ballot: Ballot,
-        from: i64,
-        voters: Vec<String>,
-        /// Per round, the value bound to it under `ballot`: the highest-ballot value phase 1
-        /// reported there, or the value this backend proposed there.
-        bound: BTreeMap<i64, (Ballot, Entry)>,
-    }
-
-    thread_local! {
-        static LEADING: RefCell<HashMap<String, Leadership>> = RefCell::new(HashMap::new());
-    }
-
-    /// The ballot to propose `round` under without phase 1, and the value already bound to
-    /// that round under it, when this backend leads for these voters.
-    pub fn for_round(
-        group: &str,
-        round: i64,
-        voters: &[String],
-    ) -> Option<(Ballot, Option<Entry>)> {
-        LEADING.with(|leading| {
-            let leading = leading.borrow();
-            let l = leading.get(group)?;
-            (round >= l.from && l.voters == voters).then(|| {
-                let bound = l.bound.get(&round).map(|(_, e)| e.clone());
-                (l.ballot.clone(), bound)
-            })
-        })
-    }
-
-    /// Records that `value` is proposed at `round` under `ballot`: one ballot must never carry
-    /// two values for one round, even when a later call decides that round again (its learn
-    /// got lost).
-    pub fn bind(group: &str, round: i64, ballot: &Ballot, value: &Entry) {
-        LEADING.with(|leading| {
-            if let Some(l) = leading.borrow_mut().get_mut(group) {
-                l.bound.insert(round, (ballot.clone(), value.clone()));
-            }
-        });
-    }
-
-    /// Forgets bindings of rounds this node has recorded as chosen: nobody decides them again.
-    pub fn forget_through(group: &str, round: i64) {
-        LEADING.with(|leading| {
-            if let Some(l) = leading.borrow_mut().get_mut(group) {
-                l.bound = l.bound.split_off(&(round + 1));
-            }
-        });
-    }
-
-    pub fn keep_highest(reported: &mut BTreeMap<i64, (Ballot, Entry)>, r: Reported) {
-        match reported.get(&r.round) {
-            Some((ballot, _)) if *ballot >= r.ballot => {}
-            _ => {
-                reported.insert(r.round, (r.ballot, r.entry));
-            }
+    fn decision(round: i64, ballot: i64, id: &str, kind: EntryKind) -> Decision {
+        Decision {
+            round,
+            ballot: Ballot::new(ballot, "p"),
+            entry: Entry {
+                id: id.into(),
+                kind,
+                value: Some(id.into()),
+            },
         }
     }
 
-    pub fn take(
-        group: &str,
-        ballot: Ballot,
-        from: i64,
-        voters: Vec<String>,
-        reported: BTreeMap<i64, (Ballot, Entry)>,
-    ) {
-        let l = Leadership {
-            ballot,
-            from,
-            voters,
-            bound: reported,
-        };
-        LEADING.with(|leading| leading.borrow_mut().insert(group.to_owned(), l));
+    fn value(round: i64, ballot: i64, id: &str) -> Decision {
+        decision(round, ballot, id, EntryKind::Value)
     }
 
-    pub fn lose(group: &str) {
-        LEADING.with(|leading| leading.borrow_mut().remove(group));
+    fn answer(chosen: Vec<Decision>, accepted: Vec<Decision>) -> ChosenResponse {
+        ChosenResponse { chosen, accepted }
+    }
+
+    fn rounds(prefix: &[Decision]) -> Vec<(i64, &str)> {
+        prefix
+            .iter()
+            .map(|d| (d.round, d.entry.id.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn a_value_a_majority_accepted_under_one_ballot_is_decided() {
+        let answers = vec![
+            answer(
+                vec![value(5, 1, "a")],
+                vec![value(6, 2, "b"), value(7, 2, "c")],
+            ),
+            answer(
+                vec![],
+                vec![value(5, 1, "a"), value(6, 2, "b"), value(7, 3, "c")],
+            ),
+        ];
+        // Round 7: accepted twice, but under two ballots: not known to be chosen.
+        assert_eq!(rounds(&decided_prefix(5, answers, 2)), [(5, "a"), (6, "b")]);
+    }
+
+    #[test]
+    fn a_minority_acceptance_is_not_a_decision() {
+        let answers = vec![
+            answer(vec![], vec![value(5, 1, "a")]),
+            answer(vec![], vec![value(5, 1, "a")]),
+        ];
+        assert!(decided_prefix(5, answers, 3).is_empty());
+    }
+
+    #[test]
+    fn the_prefix_stops_at_a_gap() {
+        let answers = vec![answer(vec![value(5, 1, "a"), value(7, 1, "c")], vec![])];
+        assert_eq!(rounds(&decided_prefix(5, answers, 2)), [(5, "a")]);
+    }
+
+    #[test]
+    fn majorities_count_only_until_the_voters_change() {
+        let join = decision(6, 1, "j", EntryKind::Join);
+        let answers = vec![
+            answer(
+                vec![],
+                vec![value(5, 1, "a"), join.clone(), value(7, 1, "c")],
+            ),
+            answer(vec![], vec![value(5, 1, "a"), join, value(7, 1, "c")]),
+        ];
+        // Round 7 has other voters: a majority of the old ones proves nothing there.
+        assert_eq!(rounds(&decided_prefix(5, answers, 2)), [(5, "a"), (6, "j")]);
+        let recorded = vec![
+            answer(vec![value(7, 1, "c")], vec![]),
+            answer(
+                vec![value(5, 1, "a"), decision(6, 1, "j", EntryKind::Join)],
+                vec![],
+            ),
+        ];
+        assert_eq!(
+            rounds(&decided_prefix(5, recorded, 2)).len(),
+            3,
+            "recorded as chosen"
+        );
     }
 }

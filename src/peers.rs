@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::runtime::Runtime;
+use tokio::task::JoinHandle;
 use tokio_postgres::{CancelToken, Client, NoTls, SimpleQueryMessage};
 
 use serde::de::DeserializeOwned;
@@ -32,28 +33,47 @@ const SLICE: Duration = Duration::from_millis(5);
 const CANCEL_TIMEOUT: Duration = Duration::from_millis(250);
 
 type Clients = Rc<RefCell<HashMap<String, Rc<Client>>>>;
+/// Per member, how many of this backend's requests are still running.
+type InFlight = Rc<RefCell<HashMap<String, usize>>>;
+/// How many unanswered requests one member may have from one backend.
+const MAX_IN_FLIGHT: usize = 32;
 
 struct Peers {
     runtime: Runtime,
+    /// Runs the tasks that make connections (see `request`).
+    local: tokio::task::LocalSet,
     /// Shared with the request futures, which cache a connection as soon as it is made: a
     /// request abandoned once a majority answered still leaves its connection for next time.
     clients: Clients,
+    in_flight: InFlight,
 }
 
 thread_local! {
-    static PEERS: RefCell<Option<Peers>> = const { RefCell::new(None) };
+    /// Never dropped: at backend exit, tearing down the runtime with tasks still in it would
+    /// panic where no panic may unwind, and the operating system closes the sockets anyway.
+    static PEERS: RefCell<Option<std::mem::ManuallyDrop<Peers>>> = const { RefCell::new(None) };
+}
+
+impl Peers {
+    fn run<F: Future>(&self, future: F) -> F::Output {
+        self.local.block_on(&self.runtime, future)
+    }
 }
 
 fn with_peers<R>(f: impl FnOnce(&mut Peers) -> R) -> R {
     PEERS.with(|cell| {
         let mut slot = cell.borrow_mut();
-        let peers = slot.get_or_insert_with(|| Peers {
-            runtime: tokio::runtime::Builder::new_current_thread()
-                .enable_io()
-                .enable_time()
-                .build()
-                .unwrap_or_else(|e| panic!("pg_paxos could not start its I/O runtime: {e}")),
-            clients: Clients::default(),
+        let peers = slot.get_or_insert_with(|| {
+            std::mem::ManuallyDrop::new(Peers {
+                runtime: tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .enable_time()
+                    .build()
+                    .unwrap_or_else(|e| panic!("pg_paxos could not start its I/O runtime: {e}")),
+                local: tokio::task::LocalSet::new(),
+                clients: Clients::default(),
+                in_flight: InFlight::default(),
+            })
         });
         f(peers)
     })
@@ -72,14 +92,24 @@ pub fn exchange(
     let timeout = gucs::request_timeout();
     with_peers(|peers| {
         let mut pending = FuturesUnordered::new();
+        let mut busy = Vec::new();
         for (index, (member, sql)) in requests.iter().enumerate() {
-            pending.push(request(
-                index,
-                member.clone(),
-                sql.clone(),
-                peers.clients.clone(),
-                timeout,
-            ));
+            match peers.start(member, sql.clone()) {
+                Some(task) => pending.push(awaited(
+                    index,
+                    task,
+                    timeout,
+                    peers.clients.clone(),
+                    member.clone(),
+                )),
+                None => busy.push(index),
+            }
+        }
+        for index in busy {
+            let reason = format!("{MAX_IN_FLIGHT} earlier requests are still unanswered");
+            if on_reply(index, Err(reason)).is_break() {
+                return;
+            }
         }
         let mut answered = vec![false; requests.len()];
         loop {
@@ -93,22 +123,47 @@ pub fn exchange(
             });
             let Some((index, outcome)) = next else { break };
             answered[index] = true;
-            let member = &requests[index].0;
             let result = match outcome {
                 Outcome::Answer(text) => Ok(text),
-                Outcome::Failed {
-                    reason,
-                    connection_lost,
-                } => {
-                    if connection_lost {
-                        peers.clients.borrow_mut().remove(member);
-                    }
-                    Err(reason)
-                }
+                Outcome::Failed { reason, .. } => Err(reason),
             };
             if on_reply(index, result).is_break() {
                 break;
             }
+        }
+    })
+}
+
+/// What came of one request whose delivery matters.
+pub enum Delivery {
+    Answer(String),
+    /// The request never left this node.
+    NotSent,
+    /// The member may have received the request, but no answer came.
+    Unknown(Failure),
+}
+
+/// Sends one statement to one member, telling a request that never left apart from one
+/// whose fate is unknown. A lost connection is dropped from the cache.
+pub fn deliver(member: &str, sql: String) -> Delivery {
+    let timeout = gucs::request_timeout();
+    with_peers(|peers| {
+        // Lets the connection tasks notice a member that went away while the connection sat
+        // idle, so that a request to it is known never to have left.
+        peers.run(async {
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+        });
+        let Some(task) = peers.start(member, sql) else {
+            return Delivery::NotSent;
+        };
+        let waiting = awaited(0, task, timeout, peers.clients.clone(), member.to_owned());
+        let (_, outcome) = drive(peers, waiting, || vec![member.to_owned()]);
+        match outcome {
+            Outcome::Answer(text) => Delivery::Answer(text),
+            Outcome::Failed { reason, sent } if sent => Delivery::Unknown(reason),
+            Outcome::Failed { .. } => Delivery::NotSent,
         }
     })
 }
@@ -127,61 +182,111 @@ enum Outcome {
     Answer(String),
     Failed {
         reason: String,
-        connection_lost: bool,
+        /// Whether the request may have reached the member.
+        sent: bool,
     },
 }
 
-async fn request(
-    index: usize,
-    member: String,
-    sql: String,
-    clients: Clients,
-    timeout: Duration,
-) -> (usize, Outcome) {
-    let work = async {
-        let cached = clients.borrow().get(&member).cloned();
-        let client = match cached {
-            Some(client) if !client.is_closed() => client,
-            _ => {
-                let client = Rc::new(connect(&member, timeout).await?);
-                clients.borrow_mut().insert(member.clone(), client.clone());
-                client
+/// How a request task ended: the answer, or why not and whether it was sent.
+type TaskResult = Result<String, (String, bool)>;
+
+impl Peers {
+    /// Starts a request to `member` as a task of its own, which runs whenever the runtime
+    /// runs, until the member answers or the connection fails: a request whose answer is
+    /// no longer awaited (a majority answered first) still completes, keeps its connection
+    /// for next time, and counts against the member's in-flight limit until then. `None`
+    /// when that limit is reached: a member that lags further behind is skipped, and fetches
+    /// what it missed when it needs it.
+    fn start(&self, member: &str, sql: String) -> Option<JoinHandle<TaskResult>> {
+        {
+            let mut in_flight = self.in_flight.borrow_mut();
+            let count = in_flight.entry(member.to_owned()).or_default();
+            if *count >= MAX_IN_FLIGHT {
+                return None;
             }
-        };
-        let messages = client
-            .simple_query(&sql)
-            .await
-            .map_err(|e| (describe(&e), client.is_closed()))?;
-        let text = messages.iter().find_map(|m| match m {
-            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-            _ => None,
-        });
-        match text {
-            Some(text) => Ok(Outcome::Answer(text)),
-            None => Err(("answered with no value".to_owned(), false)),
+            *count += 1;
+        }
+        let (clients, in_flight, member) = (
+            self.clients.clone(),
+            self.in_flight.clone(),
+            member.to_owned(),
+        );
+        let timeout = gucs::request_timeout();
+        Some(self.local.spawn_local(async move {
+            let result = run_request(&clients, &member, &sql, timeout).await;
+            if let Some(count) = in_flight.borrow_mut().get_mut(&member) {
+                *count = count.saturating_sub(1);
+            }
+            result
+        }))
+    }
+}
+
+async fn run_request(clients: &Clients, member: &str, sql: &str, timeout: Duration) -> TaskResult {
+    let cached = clients.borrow().get(member).cloned();
+    let client = match cached {
+        Some(client) if !client.is_closed() => client,
+        _ => {
+            let client = Rc::new(connect(member, timeout).await.map_err(|r| (r, false))?);
+            clients
+                .borrow_mut()
+                .insert(member.to_owned(), client.clone());
+            client
         }
     };
-    let outcome = match tokio::time::timeout(timeout, work).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err((reason, connection_lost))) => Outcome::Failed {
-            reason,
-            connection_lost,
+    let messages = client.simple_query(sql).await.map_err(|e| {
+        if client.is_closed() {
+            forget(clients, member, &client);
+        }
+        (describe(&e), true)
+    })?;
+    messages
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .ok_or_else(|| ("answered with no value".to_owned(), true))
+}
+
+/// Drops `client` from the cache unless another connection replaced it already.
+fn forget(clients: &Clients, member: &str, client: &Rc<Client>) {
+    let mut clients = clients.borrow_mut();
+    if clients.get(member).is_some_and(|c| Rc::ptr_eq(c, client)) {
+        clients.remove(member);
+    }
+}
+
+/// Waits for a request task for at most `timeout`. A member that does not answer in time
+/// may be stuck behind that query: its connection is not used again.
+async fn awaited(
+    index: usize,
+    task: JoinHandle<TaskResult>,
+    timeout: Duration,
+    clients: Clients,
+    member: String,
+) -> (usize, Outcome) {
+    let outcome = match tokio::time::timeout(timeout, task).await {
+        Ok(Ok(Ok(answer))) => Outcome::Answer(answer),
+        Ok(Ok(Err((reason, sent)))) => Outcome::Failed { reason, sent },
+        Ok(Err(join)) => Outcome::Failed {
+            reason: join.to_string(),
+            sent: true,
         },
-        // The connection may be stuck behind the unanswered query: never reuse it.
-        Err(_) => Outcome::Failed {
-            reason: format!("no answer within {} ms", timeout.as_millis()),
-            connection_lost: true,
-        },
+        Err(_) => {
+            clients.borrow_mut().remove(&member);
+            Outcome::Failed {
+                reason: format!("no answer within {} ms", timeout.as_millis()),
+                sent: true,
+            }
+        }
     };
     (index, outcome)
 }
 
-async fn connect(member: &str, timeout: Duration) -> Result<Client, (String, bool)> {
-    let config = connstr::config(member, timeout).map_err(|e| (e.to_string(), true))?;
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| (describe(&e), true))?;
+async fn connect(member: &str, timeout: Duration) -> Result<Client, String> {
+    let config = connstr::config(member, timeout).map_err(|e| e.to_string())?;
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| describe(&e))?;
     tokio::spawn(connection);
     Ok(client)
 }
@@ -205,9 +310,7 @@ fn drive<F: Future>(
     let mut future = pin!(future);
     loop {
         // Timers must be created inside the runtime, hence the async block.
-        let slice = peers
-            .runtime
-            .block_on(async { tokio::time::timeout(SLICE, future.as_mut()).await });
+        let slice = peers.run(async { tokio::time::timeout(SLICE, future.as_mut()).await });
         if let Ok(output) = slice {
             return output;
         }
@@ -230,9 +333,7 @@ fn cancel(peers: &mut Peers, members: &[String]) {
     let cancels = tokens.iter().map(|token| async move {
         let _ = tokio::time::timeout(CANCEL_TIMEOUT, token.cancel_query(NoTls)).await;
     });
-    peers
-        .runtime
-        .block_on(futures_util::future::join_all(cancels));
+    peers.run(futures_util::future::join_all(cancels));
 }
 
 /// Runs `sleep` interruptibly (for randomized backoff between ballots).

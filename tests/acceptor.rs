@@ -17,14 +17,20 @@ fn ballot(number: i64, by: &str) -> String {
     format!(r#"{{"number":{number},"proposer":"{by}"}}"#)
 }
 
+/// Accept for one round; returns that round's reply.
 async fn accept(client: &Client, round: i64, b: String, value: &str) -> String {
     let entry = format!(r#"{{"id":"{value}","kind":"value","value":"{value}"}}"#);
-    call(
+    let replies = call(
         client,
         "paxos_accept",
-        format!(r#"{{"group":"g","round":{round},"ballot":{b},"entry":{entry}}}"#),
+        format!(r#"{{"group":"g","first_round":{round},"ballot":{b},"entries":[{entry}]}}"#),
     )
-    .await
+    .await;
+    replies
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or_else(|| panic!("one reply per entry: {replies}"))
+        .to_owned()
 }
 
 async fn prepare(client: &Client, round: i64, b: String) -> String {

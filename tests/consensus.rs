@@ -149,3 +149,44 @@ async fn a_member_leaves_and_the_rest_go_on() {
     assert_eq!(hosts.len(), 3, "history keeps the member that left");
     assert_eq!(hosts[2].2, Some(left), "it voted up to its leave round");
 }
+
+/// Appends made at once on one node go out in batches: one acceptor transaction votes on
+/// several rounds (rows written by one transaction share its xmin), and each value still
+/// lands exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_on_one_node_are_batched() {
+    let cluster = start("batch", 3);
+    form_group(&cluster).await;
+    // Node 1 leads after forming (node 2 joined through it).
+    let mut sessions = Vec::new();
+    for _ in 0..8 {
+        sessions.push(connect(&cluster, 1).await);
+    }
+    let writers = sessions.iter().enumerate().map(|(s, client)| async move {
+        for i in 0..25 {
+            append(client, &format!("s{s}-{i}")).await.expect("append");
+        }
+    });
+    futures_util::future::join_all(writers).await;
+    let follower = connect(&cluster, 0).await;
+    let log = applied_log(&follower).await;
+    let values: Vec<_> = log.iter().filter_map(|e| e.value.clone()).collect();
+    for s in 0..8 {
+        for i in 0..25 {
+            let value = format!("s{s}-{i}");
+            assert_eq!(values.iter().filter(|v| **v == value).count(), 1, "{value}");
+        }
+    }
+    // On a member that did not propose, rounds written by one transaction were voted on (or
+    // learned) together.
+    let shared: i64 = follower
+        .query_one(
+            "SELECT count(*) FROM (SELECT xmin::text FROM pgp_metadata.round \
+             WHERE value_kind = 'value' GROUP BY 1 HAVING count(*) > 1) batches",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(shared > 0, "no two rounds were voted on in one transaction");
+}

@@ -52,6 +52,13 @@ async fn bad_arguments_are_refused_and_change_nothing() {
             "22023",
         ),
         (
+            format!(
+                "SELECT paxos_create_group('{}', 'host=127.0.0.1')",
+                "g".repeat(64)
+            ),
+            "22023",
+        ),
+        (
             "SELECT paxos_create_group('g', 'host=db.example')".to_owned(),
             "22023",
         ),
@@ -105,6 +112,9 @@ async fn bad_arguments_are_refused_and_change_nothing() {
         (r#"SELECT pgp_metadata.paxos_prepare_from('{"group":"zz","from_round":1,"ballot":{"number":1,"proposer":"x"}}')"#.to_owned(), "42704"),
         (r#"SELECT pgp_metadata.paxos_prepare_from('{"group":"g","from_round":-3,"ballot":{"number":1,"proposer":"x"}}')"#.to_owned(), "22023"),
         (r#"SELECT pgp_metadata.paxos_accept('{"group":"g"}')"#.to_owned(), "22023"),
+        (r#"SELECT pgp_metadata.paxos_accept('{"group":"g","first_round":1,"ballot":{"number":1,"proposer":"x"},"entries":[]}')"#.to_owned(), "22023"),
+        (r#"SELECT pgp_metadata.paxos_submit('{"group":"zz","entry":{"id":"1","kind":"value","value":"v"}}')"#.to_owned(), "42704"),
+        (r#"SELECT pgp_metadata.paxos_submit('{"group":"g","entry":{"id":"1","kind":"join","value":"host=127.0.0.1"}}')"#.to_owned(), "22023"),
         (r#"SELECT pgp_metadata.paxos_learn('{"group":"zz","decisions":[]}')"#.to_owned(), "42704"),
         (r#"SELECT pgp_metadata.paxos_chosen('{"group":"zz","from_round":0,"through_round":9,"limit":5}')"#.to_owned(), "42704"),
         (r#"SELECT pgp_metadata.paxos_max_round('{"group":"zz"}')"#.to_owned(), "42704"),
@@ -154,6 +164,7 @@ async fn only_superusers_manage_groups_and_call_endpoints() {
         "SELECT paxos_max_group_round('g')",
         "SELECT pgp_metadata.paxos_prepare('{}')",
         "SELECT pgp_metadata.paxos_learn('{}')",
+        "SELECT pgp_metadata.paxos_submit('{}')",
         "SELECT * FROM pgp_metadata.round",
     ] {
         admin.batch_execute("SET ROLE app").await.unwrap();

@@ -153,3 +153,80 @@ async fn a_restarted_member_catches_up_in_one_call() {
     assert_eq!(log, read_log(&clients[0]).await);
     assert_eq!(log.iter().filter(|e| e.kind == "value").count(), 5);
 }
+
+/// The node that `client`'s node last promised to follow.
+async fn leader_of(cluster: &cluster::Cluster, client: &tokio_postgres::Client) -> usize {
+    let leader: Option<String> = client
+        .query_one(
+            "SELECT leader_connection FROM pgp_metadata.promise WHERE group_id = $1",
+            &[&GROUP],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (0..cluster.nodes().len())
+        .find(|&i| leader.as_deref() == Some(cluster.node(i).connstr().as_str()))
+        .unwrap_or_else(|| panic!("{leader:?} is not a node"))
+}
+
+/// Appends made on the other members go to the leading node. When it hangs or dies, they
+/// take over after at most one append per member that reports an unknown outcome (40003),
+/// and no value is ever chosen twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_others_take_over_from_a_hung_or_dead_leader() {
+    let cluster = start("leader", 3);
+    let clients = form_group(&cluster).await;
+    for (i, client) in clients.iter().enumerate() {
+        append(client, &format!("warm-up-{i}")).await.unwrap();
+    }
+    let (mut acknowledged, mut unknown) = (Vec::new(), Vec::new());
+    let mut paused = None;
+    for fault in ["pause", "kill"] {
+        let observer = (0..3).find(|&i| Some(i) != paused).unwrap();
+        let leader = leader_of(&cluster, &clients[observer]).await;
+        if let Some(node) = paused.take() {
+            cluster.resume(node).expect("resume");
+        }
+        match fault {
+            "pause" => {
+                cluster.pause(leader).expect("pause the leader");
+                paused = Some(leader);
+            }
+            _ => cluster.kill(leader).expect("kill the leader"),
+        }
+        let writers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+        let started = Instant::now();
+        for i in 0..6 {
+            let value = format!("{fault}-{i}");
+            match append(&clients[writers[i % 2]], &value).await {
+                Ok(_) => acknowledged.push(value),
+                Err(e) => {
+                    let code = e.as_db_error().map(|d| d.code().code().to_owned());
+                    assert_eq!(code.as_deref(), Some("40003"), "{value}: {e}");
+                    unknown.push(value);
+                }
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{fault}: took {:?}",
+            started.elapsed()
+        );
+        if fault == "kill" {
+            cluster.restart(leader).expect("restart the old leader");
+        }
+    }
+    assert!(unknown.len() <= 4, "too many unknown outcomes: {unknown:?}");
+    catch_up_everyone(&cluster).await;
+    let log = read_log(&connect(&cluster, 0).await).await;
+    let values: Vec<&str> = log.iter().filter_map(|e| e.value.as_deref()).collect();
+    for value in &acknowledged {
+        assert_eq!(values.iter().filter(|v| *v == value).count(), 1, "{value}");
+    }
+    for value in &unknown {
+        assert!(
+            values.iter().filter(|v| *v == value).count() <= 1,
+            "{value}"
+        );
+    }
+}

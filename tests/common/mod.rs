@@ -9,14 +9,52 @@ use tokio_postgres::Client;
 
 pub const GROUP: &str = "g";
 
-pub fn start(name: &str, nodes: usize) -> Cluster {
-    Cluster::start(ClusterOptions {
-        nodes,
-        preload_pg_paxos: true,
-        extra_conf: vec![],
-        name: name.to_owned(),
-    })
-    .unwrap_or_else(|e| panic!("starting {nodes} nodes: {e}"))
+/// A cluster whose server logs are checked for crashed backends when the test ends.
+pub struct TestCluster(Cluster);
+
+impl std::ops::Deref for TestCluster {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.0
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        // Backends exit after their clients are gone: give them a moment to.
+        std::thread::sleep(Duration::from_millis(300));
+        assert_no_crash(&self.0);
+    }
+}
+
+/// Fails when any server log shows a backend that crashed or a PANIC.
+pub fn assert_no_crash(cluster: &Cluster) {
+    for (i, node) in cluster.nodes().iter().enumerate() {
+        let log = std::fs::read_to_string(node.log_path()).unwrap_or_default();
+        for line in log.lines() {
+            assert!(
+                !["terminated by signal", "PANIC:", "non-unwinding panic"]
+                    .iter()
+                    .any(|sign| line.contains(sign)),
+                "node {i} crashed: {line}"
+            );
+        }
+    }
+}
+
+pub fn start(name: &str, nodes: usize) -> TestCluster {
+    TestCluster(
+        Cluster::start(ClusterOptions {
+            nodes,
+            preload_pg_paxos: true,
+            extra_conf: vec![],
+            name: name.to_owned(),
+        })
+        .unwrap_or_else(|e| panic!("starting {nodes} nodes: {e}")),
+    )
 }
 
 pub async fn connect(cluster: &Cluster, node: usize) -> Client {

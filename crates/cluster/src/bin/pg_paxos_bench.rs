@@ -37,17 +37,37 @@ struct Run {
 
 #[derive(Clone, Copy)]
 enum Workload {
-    /// `INSERT INTO plain_insert` on node 0 only: the local baseline.
+    /// `INSERT INTO plain_insert` on the leading node only: the local baseline.
     PlainInsert,
-    /// `paxos_append` from clients spread over all nodes.
+    /// `paxos_append` from clients spread round-robin over all nodes, the leader first.
     Append,
+    /// `paxos_append` from clients on a node that does not lead: each append goes to the
+    /// leader and back.
+    Forwarded,
 }
 
 impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::PlainInsert => "plain",
+            Workload::Append => "append",
+            Workload::Forwarded => "forwarded",
+        }
+    }
+
     fn sql(self) -> &'static str {
         match self {
             Workload::PlainInsert => "INSERT INTO plain_insert (v) VALUES ($1)",
-            Workload::Append => "SELECT paxos_append('bench', 'bench', $1)",
+            Workload::Append | Workload::Forwarded => "SELECT paxos_append('bench', 'bench', $1)",
+        }
+    }
+
+    /// The node of the `i`-th client.
+    fn node(self, i: usize, leader: usize, nodes: usize) -> usize {
+        match self {
+            Workload::PlainInsert => leader,
+            Workload::Append => (leader + i) % nodes,
+            Workload::Forwarded => (leader + 1) % nodes,
         }
     }
 }
@@ -55,15 +75,13 @@ impl Workload {
 async fn measure(
     cluster: &Cluster,
     workload: Workload,
+    leader: usize,
     clients: usize,
     seconds: u64,
 ) -> Result<Run> {
     let mut sessions: Vec<Arc<Client>> = Vec::new();
     for i in 0..clients {
-        let node = match workload {
-            Workload::PlainInsert => 0,
-            Workload::Append => i % cluster.nodes().len(),
-        };
+        let node = workload.node(i, leader, cluster.nodes().len());
         sessions.push(Arc::new(cluster.node(node).connect().await?));
     }
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -121,12 +139,23 @@ async fn run(args: Args) -> Result<()> {
         ..ClusterOptions::default()
     })?;
     let (clients, _) = group::form(&cluster, GROUP).await?;
-    clients[0]
+    let leading: Option<String> = clients[0]
+        .query_one(
+            "SELECT leader_connection FROM pgp_metadata.promise WHERE group_id = $1",
+            &[&GROUP],
+        )
+        .await?
+        .get(0);
+    let leader = (0..cluster.nodes().len())
+        .find(|&i| leading.as_deref() == Some(cluster.node(i).connstr().as_str()))
+        .ok_or("no node leads the group after forming it")?;
+    clients[leader]
         .batch_execute("CREATE TABLE plain_insert (id bigserial PRIMARY KEY, v text)")
         .await?;
     println!(
-        "{} s per run, median of {} runs; pg_paxos: 3 nodes, clients spread round-robin; \
-         plain: INSERT on node 0",
+        "{} s per run, median of {} runs; pg_paxos: 3 nodes, clients spread round-robin from \
+         the leading node (node {leader}); forwarded: the clients on another node; plain: \
+         INSERT on the leading node",
         args.seconds, args.runs
     );
     println!(
@@ -141,12 +170,21 @@ async fn run(args: Args) -> Result<()> {
         "p50 ratio"
     );
     for &n in &args.clients {
+        let mut workloads = vec![Workload::PlainInsert, Workload::Append];
+        if n == 1 {
+            workloads.push(Workload::Forwarded);
+        }
         let mut results = Vec::new();
-        for workload in [Workload::PlainInsert, Workload::Append] {
+        for &workload in &workloads {
             let mut runs = Vec::new();
             for r in 0..args.runs {
-                eprintln!("  {n} clients, run {}/{} ...", r + 1, args.runs);
-                runs.push(measure(&cluster, workload, n, args.seconds).await?);
+                eprintln!(
+                    "  {n} clients, {}, run {}/{} ...",
+                    workload.name(),
+                    r + 1,
+                    args.runs
+                );
+                runs.push(measure(&cluster, workload, leader, n, args.seconds).await?);
             }
             results.push(runs);
         }
@@ -158,11 +196,6 @@ async fn run(args: Args) -> Result<()> {
             )
         };
         let (plain_rate, plain_p50, plain_p99) = summary(&results[0]);
-        let (rate, p50, p99) = summary(&results[1]);
-        let last = results[1]
-            .last()
-            .map(|r| r.counts.clone())
-            .unwrap_or_default();
         println!(
             "{n:>7}  {:>9}  {:>11.0}  {:>8}  {:>8}  {:>11}  {:>10}  {:>9}  -",
             "plain",
@@ -173,17 +206,21 @@ async fn run(args: Args) -> Result<()> {
             "",
             ""
         );
-        println!(
-            "{n:>7}  {:>9}  {:>11.0}  {:>8}  {:>8}  {:>11.0}  {:>9.3}x  {:>8.1}x  {:?}",
-            "append",
-            rate,
-            ms(p50),
-            ms(p99),
-            plain_rate,
-            rate / plain_rate,
-            p50.as_secs_f64() / plain_p50.as_secs_f64(),
-            last
-        );
+        for (workload, runs) in workloads.iter().zip(&results).skip(1) {
+            let (rate, p50, p99) = summary(runs);
+            let last = runs.last().map(|r| r.counts.clone()).unwrap_or_default();
+            println!(
+                "{n:>7}  {:>9}  {:>11.0}  {:>8}  {:>8}  {:>11.0}  {:>9.3}x  {:>8.1}x  {:?}",
+                workload.name(),
+                rate,
+                ms(p50),
+                ms(p99),
+                plain_rate,
+                rate / plain_rate,
+                p50.as_secs_f64() / plain_p50.as_secs_f64(),
+                last
+            );
+        }
     }
     Ok(())
 }

@@ -1,0 +1,279 @@
+//! Appending to a group's log through one leader.
+//!
+//! - An append made on a member that does not lead goes to the member that does, once (the
+//!   leader never passes it on), so members do not take leadership from each other.
+//! - On the leading node, appends wait for their turn; the backend whose turn it is proposes
+//!   every waiting entry at consecutive rounds in one accept request (see `node`).
+//! - Leading is phase 1 for every round from the next one on, done once per ballot; the
+//!   rounds where it finds values accepted under earlier ballots get those values first.
+//! - An entry moves to a later round only once every round it was proposed at is decided
+//!   without it, so it is never chosen twice.
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use paxos_core::Ballot;
+use pgrx::prelude::*;
+
+use crate::catalog;
+use crate::error::{PaxosError, Result};
+use crate::gucs;
+use crate::ids;
+use crate::messages::*;
+use crate::multipaxos::{backoff, Batch, Log};
+use crate::node::{self, Turn, Waited};
+use crate::peers::{self, endpoint_sql, parse, Delivery};
+
+/// The most entries one accept request carries.
+const MAX_BATCH: usize = 64;
+/// How many request timeouts a member keeps its appends after the leader failed to answer.
+const FORWARD_PAUSE: u32 = 10;
+
+/// Appends `entry` at the end of the group's log; returns the round it was chosen at.
+pub fn append(group: &str, proposer: &str, entry: Entry) -> Result<i64> {
+    catalog::require_group(group)?;
+    if entry.kind == EntryKind::Value && node::forwarding_allowed(group) {
+        if let (Some(leader), _) = catalog::leader(group)? {
+            if let Some(round) = forward(group, &leader, &entry)? {
+                return Ok(round);
+            }
+        }
+    }
+    append_here(group, proposer, entry)
+}
+
+/// Sends the append to the leading member. `None` when it never got there.
+fn forward(group: &str, leader: &str, entry: &Entry) -> Result<Option<i64>> {
+    let request = SubmitRequest {
+        group: group.to_owned(),
+        entry: entry.clone(),
+    };
+    let failure = match peers::deliver(leader, endpoint_sql("paxos_submit", &request)) {
+        Delivery::Answer(text) => match parse::<SubmitResponse>(&text) {
+            Ok(reply) => return Ok(Some(reply.round)),
+            Err(reason) => Some(reason),
+        },
+        Delivery::Unknown(reason) => Some(reason),
+        Delivery::NotSent => None,
+    };
+    node::suspend_forwarding(group, gucs::request_timeout() * FORWARD_PAUSE);
+    match failure {
+        None => Ok(None),
+        Some(reason) => Err(PaxosError::OutcomeUnknown {
+            reason: format!(
+                "the leading member {} failed: {reason}",
+                crate::connstr::redact(leader)
+            ),
+        }),
+    }
+}
+
+/// Appends `entry` through this node's leadership of the group.
+fn append_here(group: &str, proposer: &str, entry: Entry) -> Result<i64> {
+    let mut posted = node::post(group, &entry)?;
+    let turn = match node::wait_for_turn(group, &mut posted)? {
+        Waited::Appended(round) => return Ok(round),
+        Waited::Failed(reason) => return Err(PaxosError::OutcomeUnknown { reason }),
+        Waited::Turn(turn) => turn,
+    };
+    // A membership change alters the voters of the rounds after it: it goes alone.
+    let taken = match entry.kind {
+        EntryKind::Join | EntryKind::Leave => Vec::new(),
+        EntryKind::Value | EntryKind::Noop => turn.take_posted(MAX_BATCH - 1),
+    };
+    let mut entries = vec![entry.clone()];
+    entries.extend(taken.iter().map(|t| t.entry.clone()));
+    let result = Log::open(group, proposer).and_then(|mut log| propose(&mut log, &turn, entries));
+    match result {
+        Ok(rounds) => {
+            turn.finish(taken, |e| {
+                rounds
+                    .get(&e.id)
+                    .copied()
+                    .ok_or_else(|| "pg_paxos: the entry was lost from its batch".to_owned())
+            });
+            Ok(rounds[&entry.id])
+        }
+        Err(error) => {
+            let reason = format!("the batch it was proposed in failed: {error}");
+            turn.finish(taken, |_| Err(reason.clone()));
+            Err(error)
+        }
+    }
+}
+
+/// Proposes `pending` at the end of the log; returns the round each entry was chosen at.
+fn propose(log: &mut Log, turn: &Turn, mut pending: Vec<Entry>) -> Result<HashMap<String, i64>> {
+    let mut rounds = HashMap::new();
+    let mut attempts = 0u32;
+    while !pending.is_empty() {
+        let ballot = lead(log, turn)?;
+        let first = log.learned_through() + 1;
+        turn.use_rounds_through(first + pending.len() as i64 - 1);
+        let last = first + pending.len() as i64 - 1;
+        match accept(log, turn, &ballot, first, &pending)? {
+            Batch::Decided(decisions) => {
+                record(log, turn, &decisions);
+                settle(&decisions, &mut pending, &mut rounds);
+            }
+            Batch::Lost => {
+                // Every round the batch went to is decided before any entry moves on.
+                log.learn_through(last)?;
+                let decisions: Vec<Decision> = (first..=last)
+                    .filter_map(|r| log.decision(r).transpose())
+                    .collect::<Result<_>>()?;
+                settle(&decisions, &mut pending, &mut rounds);
+                attempts += 1;
+                peers::sleep(backoff(attempts));
+            }
+        }
+    }
+    Ok(rounds)
+}
+
+/// Phase 2 under the node's leadership. The node keeps leading with `ballot` only while
+/// every round it proposed there was decided under it, with its value: then each value an
+/// acceptor accepted under `ballot` is the chosen one, which is what lets the next accept
+/// request mark them chosen (`AcceptRequest::chosen_through`). Any other outcome (a higher
+/// ballot, a round decided under another ballot, no majority) ends the leadership, and the
+/// ballot is never used again.
+fn accept(
+    log: &mut Log,
+    turn: &Turn,
+    ballot: &Ballot,
+    first: i64,
+    entries: &[Entry],
+) -> Result<Batch> {
+    let outcome = log.accept_batch(ballot, first, entries);
+    let keeps_leading = match &outcome {
+        Ok(Batch::Decided(decisions)) => decisions.iter().all(|d| d.ballot == *ballot),
+        Ok(Batch::Lost) | Err(_) => false,
+    };
+    if !keeps_leading {
+        turn.abdicate();
+    }
+    outcome
+}
+
+/// Takes the entries chosen in `decisions` out of `pending`.
+fn settle(decisions: &[Decision], pending: &mut Vec<Entry>, rounds: &mut HashMap<String, i64>) {
+    for d in decisions {
+        if let Some(i) = pending.iter().position(|e| e.id == d.entry.id) {
+            rounds.insert(d.entry.id.clone(), d.round);
+            pending.remove(i);
+        }
+    }
+}
+
+/// Takes `decisions` into this log's view. A membership change is recorded on the members
+/// before anything follows it, because they vote by it. Values are not sent anywhere: the
+/// node's leadership remembers them as decided so that the next batch goes on from there,
+/// the next accept request tells the acceptors (`AcceptRequest::chosen_through`), and a
+/// member that needs them sooner sees that a majority accepted them (catch_up).
+fn record(log: &mut Log, turn: &Turn, decisions: &[Decision]) {
+    let changes_membership = decisions
+        .iter()
+        .any(|d| matches!(d.entry.kind, EntryKind::Join | EntryKind::Leave));
+    if changes_membership {
+        let _ = log.learn(decisions);
+    }
+    for d in decisions {
+        log.note(d);
+    }
+    if !changes_membership {
+        if let Some(last) = decisions.last() {
+            turn.decided_through(last.round);
+        }
+    }
+}
+
+fn fingerprint(voters: &[String]) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    voters.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The ballot this node leads the group with from the next unknown round on, leading anew
+/// when it does not (or no longer can) use the one it had.
+fn lead(log: &mut Log, turn: &Turn) -> Result<Ballot> {
+    let mut attempts = 0u32;
+    loop {
+        let from = log.learned_through() + 1;
+        let voters = fingerprint(&log.voters(from));
+        if let Some(held) = turn.leadership() {
+            if held.voters == voters {
+                if held.next_round <= from {
+                    return Ok(held.ballot);
+                }
+                if held.decided_through >= held.next_round - 1 {
+                    log.skip_to(held.decided_through);
+                    continue;
+                }
+                // Rounds used under the ballot that this node has not recorded yet.
+                if log.catch_up(held.next_round - 1)? >= held.next_round - 1 {
+                    continue;
+                }
+            }
+            turn.abdicate();
+        }
+        let (_, promised) = catalog::leader(&log.group)?;
+        let (ballot, reports) = log.prepare_range(from, promised + 1)?;
+        turn.lead(&node::Leadership {
+            ballot: ballot.clone(),
+            voters,
+            next_round: from,
+            decided_through: from - 1,
+        });
+        let Some(&last) = reports.keys().next_back() else {
+            return Ok(ballot);
+        };
+        // Values accepted under earlier ballots keep their rounds; a round where nothing was
+        // accepted cannot have been chosen and becomes a no-op. One round at a time, as any
+        // of them may change membership.
+        log.catch_up(last)?;
+        while log.learned_through() < last {
+            let round = log.learned_through() + 1;
+            if fingerprint(&log.voters(round)) != voters {
+                break;
+            }
+            let entry = reports.get(&round).map_or_else(noop, |(_, e)| e.clone());
+            turn.use_rounds_through(round);
+            match accept(log, turn, &ballot, round, std::slice::from_ref(&entry))? {
+                Batch::Decided(decisions) => record(log, turn, &decisions),
+                Batch::Lost => {
+                    attempts += 1;
+                    peers::sleep(backoff(attempts));
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn noop() -> Entry {
+    Entry {
+        id: ids::proposal_id(),
+        kind: EntryKind::Noop,
+        value: None,
+    }
+}
+
+#[pg_schema]
+mod pgp_metadata {
+    use super::*;
+
+    /// Appends an entry made on another member, which takes this node for the leader.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn paxos_submit(request: &str) -> String {
+        crate::acceptor::serve(request, |req: SubmitRequest| {
+            catalog::require_group(&req.group)?;
+            if req.entry.kind != EntryKind::Value {
+                return Err(PaxosError::InvalidArgument {
+                    what: "entry",
+                    reason: "only values are sent to the leader".into(),
+                });
+            }
+            let round = append_here(&req.group, "forwarded", req.entry)?;
+            Ok(SubmitResponse { round })
+        })
+    }
+}

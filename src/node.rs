@@ -1,0 +1,553 @@
+//! What the backends of this node share about each group, in shared memory:
+//! - the node's leadership: one ballot that every proposer on the node uses, with the next
+//!   round never used under it, so backends never knock each other's ballots out;
+//! - whose turn it is to propose: one backend at a time per group;
+//! - the appends waiting for that turn: the backend whose turn it is sends all of them in
+//!   one batch, so each acceptor commits once for many appends.
+//!
+//! Every wait here sleeps on the backend's latch and processes interrupts; a turn and a
+//! waiting append are released by their guards, and by an exit callback if the backend dies.
+use std::cell::Cell;
+
+use paxos_core::Ballot;
+use pgrx::prelude::*;
+use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
+
+use crate::error::{PaxosError, Result};
+use crate::messages::Entry;
+
+/// Groups this node's backends can keep a leadership for at once (the least recently used
+/// one is forgotten past that: it only costs a new phase 1).
+const GROUPS: usize = 32;
+/// Appends that can wait for a turn at once; more wait without being batched.
+const WAITING: usize = 64;
+/// The largest entry (as JSON) that another backend can send for its author.
+const ENTRY_BYTES: usize = 2048;
+/// Group names are at most this long, like PostgreSQL identifiers.
+pub const NAME_BYTES: usize = 63;
+const OWNER_BYTES: usize = 128;
+/// How long a waiting backend sleeps before looking again when nobody wakes it.
+const NAP_MS: i64 = 10;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Key {
+    database: u32,
+    len: u8,
+    name: [u8; NAME_BYTES],
+}
+
+impl Key {
+    fn of(group: &str) -> Result<Key> {
+        let bytes = group.as_bytes();
+        if bytes.len() > NAME_BYTES {
+            return Err(name_too_long(group));
+        }
+        let mut name = [0u8; NAME_BYTES];
+        name[..bytes.len()].copy_from_slice(bytes);
+        Ok(Key {
+            // SAFETY: set once when the backend connects to its database.
+            database: unsafe { pg_sys::MyDatabaseId }.to_u32(),
+            len: bytes.len() as u8,
+            name,
+        })
+    }
+}
+
+pub fn name_too_long(group: &str) -> PaxosError {
+    PaxosError::InvalidArgument {
+        what: "group id",
+        reason: format!(
+            "\"{}…\" is longer than {NAME_BYTES} bytes",
+            group.chars().take(20).collect::<String>()
+        ),
+    }
+}
+
+/// The node's leadership of a group.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Leadership {
+    pub ballot: Ballot,
+    /// A fingerprint of the voters that promised the ballot.
+    pub voters: u64,
+    /// Every round from here on is unused under the ballot.
+    pub next_round: i64,
+    /// Every round from the node's recorded log up to here is decided, none of them changes
+    /// membership, and the members are being told (they may not have recorded it yet).
+    pub decided_through: i64,
+}
+
+#[derive(Clone, Copy)]
+struct GroupSlot {
+    key: Key,
+    in_use: bool,
+    /// The process whose turn it is, 0 when nobody's.
+    turn: i32,
+    leading: bool,
+    ballot_number: i64,
+    owner_len: u8,
+    owner: [u8; OWNER_BYTES],
+    voters: u64,
+    next_round: i64,
+    decided_through: i64,
+    /// Until when (in PostgreSQL microseconds) appends are not sent to another member.
+    no_forward_until: i64,
+    last_used: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SlotState {
+    Free,
+    /// Waiting; `bytes` holds the entry when `len > 0`, else its author keeps it.
+    Posted,
+    /// In a batch being proposed.
+    Taken,
+    /// Its author left while it was being proposed: freed when the batch ends.
+    Abandoned,
+    /// Appended at `round`.
+    Done,
+    /// The batch failed; `bytes` holds the message.
+    Failed,
+}
+
+#[derive(Clone, Copy)]
+struct WaitingSlot {
+    state: SlotState,
+    key: Key,
+    pid: i32,
+    sequence: u64,
+    round: i64,
+    len: u32,
+    bytes: [u8; ENTRY_BYTES],
+}
+
+#[derive(Clone, Copy)]
+pub struct Shared {
+    clock: u64,
+    groups: [GroupSlot; GROUPS],
+    waiting: [WaitingSlot; WAITING],
+}
+
+// SAFETY: plain data without pointers; every access goes through the lightweight lock.
+unsafe impl PGRXSharedMemory for Shared {}
+
+impl Default for Shared {
+    fn default() -> Self {
+        let key = Key {
+            database: 0,
+            len: 0,
+            name: [0; NAME_BYTES],
+        };
+        Shared {
+            clock: 0,
+            groups: [GroupSlot {
+                key,
+                in_use: false,
+                turn: 0,
+                leading: false,
+                ballot_number: 0,
+                owner_len: 0,
+                owner: [0; OWNER_BYTES],
+                voters: 0,
+                next_round: 0,
+                decided_through: -1,
+                no_forward_until: 0,
+                last_used: 0,
+            }; GROUPS],
+            waiting: [WaitingSlot {
+                state: SlotState::Free,
+                key,
+                pid: 0,
+                sequence: 0,
+                round: 0,
+                len: 0,
+                bytes: [0; ENTRY_BYTES],
+            }; WAITING],
+        }
+    }
+}
+
+static SHARED: PgLwLock<Shared> = unsafe { PgLwLock::new(c"pg_paxos node") };
+
+/// Reserves the shared memory; called from `_PG_init` in the postmaster.
+pub fn init() {
+    pg_shmem_init!(SHARED);
+}
+
+fn my_pid() -> i32 {
+    // SAFETY: set once at backend start.
+    unsafe { pg_sys::MyProcPid }
+}
+
+fn now() -> i64 {
+    // SAFETY: reads the clock.
+    unsafe { pg_sys::GetCurrentTimestamp() }
+}
+
+impl Shared {
+    fn group(&self, key: &Key) -> Option<&GroupSlot> {
+        self.groups.iter().find(|g| g.in_use && g.key == *key)
+    }
+
+    /// The group's slot, taking over the least recently used idle one if needed.
+    fn group_mut(&mut self, key: &Key) -> Option<&mut GroupSlot> {
+        self.clock += 1;
+        let clock = self.clock;
+        let index = match self.groups.iter().position(|g| g.in_use && g.key == *key) {
+            Some(i) => i,
+            None => {
+                let i = (0..GROUPS)
+                    .filter(|&i| !self.groups[i].in_use || self.groups[i].turn == 0)
+                    .min_by_key(|&i| (self.groups[i].in_use, self.groups[i].last_used))?;
+                let g = &mut self.groups[i];
+                *g = GroupSlot {
+                    key: *key,
+                    in_use: true,
+                    turn: 0,
+                    leading: false,
+                    ..*g
+                };
+                i
+            }
+        };
+        let g = &mut self.groups[index];
+        g.last_used = clock;
+        Some(g)
+    }
+
+    /// Wakes every backend with an append waiting on the group.
+    fn wake_waiters(&self, key: &Key) {
+        for w in &self.waiting {
+            if w.key == *key && w.state != SlotState::Free {
+                wake(w.pid);
+            }
+        }
+    }
+}
+
+fn wake(pid: i32) {
+    // SAFETY: BackendPidGetProc returns null or a live PGPROC in shared memory; setting the
+    // latch of a process that reused the pid only wakes it spuriously, which latches allow.
+    unsafe {
+        let proc_ = pg_sys::BackendPidGetProc(pid);
+        if !proc_.is_null() {
+            pg_sys::SetLatch(&mut (*proc_).procLatch);
+        }
+    }
+}
+
+/// Sleeps until woken or for a short while, then processes interrupts.
+fn nap() {
+    // SAFETY: waits on this backend's own latch, as PostgreSQL's own waits do.
+    unsafe {
+        pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            NAP_MS as _,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+    }
+    check_for_interrupts!();
+}
+
+thread_local! {
+    static EXIT_CALLBACK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Makes sure a dying backend gives back its turns and waiting slots.
+fn on_exit_release() {
+    if EXIT_CALLBACK.with(Cell::get) {
+        return;
+    }
+    // SAFETY: registers a callback PostgreSQL runs before detaching from shared memory.
+    unsafe { pg_sys::before_shmem_exit(Some(release_all), pg_sys::Datum::from(0)) };
+    EXIT_CALLBACK.with(|c| c.set(true));
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn release_all(_code: std::ffi::c_int, _arg: pg_sys::Datum) {
+    let pid = my_pid();
+    let mut shared = SHARED.exclusive();
+    for i in 0..GROUPS {
+        if shared.groups[i].turn == pid {
+            shared.groups[i].turn = 0;
+            let key = shared.groups[i].key;
+            shared.wake_waiters(&key);
+        }
+    }
+    for w in shared.waiting.iter_mut() {
+        if w.pid == pid {
+            w.state = match w.state {
+                SlotState::Taken => SlotState::Abandoned,
+                _ => SlotState::Free,
+            };
+        }
+    }
+}
+
+/// An append waiting for its turn, which another backend may propose for it.
+pub struct Posted {
+    index: Option<usize>,
+}
+
+impl Drop for Posted {
+    fn drop(&mut self) {
+        let Some(i) = self.index else { return };
+        let mut shared = SHARED.exclusive();
+        let w = &mut shared.waiting[i];
+        if w.pid == my_pid() {
+            w.state = match w.state {
+                SlotState::Taken => SlotState::Abandoned,
+                _ => SlotState::Free,
+            };
+        }
+    }
+}
+
+/// Posts `entry` for a batch; entries too large to share are kept by their author (who
+/// still waits in line, so it gets woken).
+pub fn post(group: &str, entry: &Entry) -> Result<Posted> {
+    let key = Key::of(group)?;
+    on_exit_release();
+    let json = serde_json::to_vec(entry).unwrap_or_default();
+    let mut shared = SHARED.exclusive();
+    shared.clock += 1;
+    let sequence = shared.clock;
+    let Some(i) = shared
+        .waiting
+        .iter()
+        .position(|w| w.state == SlotState::Free)
+    else {
+        return Ok(Posted { index: None });
+    };
+    let w = &mut shared.waiting[i];
+    w.state = SlotState::Posted;
+    w.key = key;
+    w.pid = my_pid();
+    w.sequence = sequence;
+    w.round = -1;
+    if json.len() <= ENTRY_BYTES {
+        w.len = json.len() as u32;
+        w.bytes[..json.len()].copy_from_slice(&json);
+    } else {
+        w.len = 0;
+    }
+    Ok(Posted { index: Some(i) })
+}
+
+/// What came of waiting for a turn.
+pub enum Waited {
+    /// It is this backend's turn to propose.
+    Turn(Turn),
+    /// Another backend appended the posted entry at this round.
+    Appended(i64),
+    /// Another backend's batch with the posted entry failed, with this message.
+    Failed(String),
+}
+
+/// Waits until `posted` was appended by another backend, or until this backend may propose.
+/// When the turn comes, the posted entry is withdrawn: its author proposes it itself.
+pub fn wait_for_turn(group: &str, posted: &mut Posted) -> Result<Waited> {
+    let key = Key::of(group)?;
+    on_exit_release();
+    let pid = my_pid();
+    loop {
+        {
+            let mut shared = SHARED.exclusive();
+            if let Some(i) = posted.index {
+                let w = shared.waiting[i];
+                match w.state {
+                    SlotState::Done => return Ok(Waited::Appended(w.round)),
+                    SlotState::Failed => {
+                        let message = String::from_utf8_lossy(&w.bytes[..w.len as usize]);
+                        return Ok(Waited::Failed(message.into_owned()));
+                    }
+                    _ => {}
+                }
+            }
+            let granted = match shared.group_mut(&key) {
+                Some(g) if g.turn == 0 => {
+                    g.turn = pid;
+                    true
+                }
+                _ => false,
+            };
+            if granted {
+                if let Some(i) = posted.index.take() {
+                    shared.waiting[i].state = SlotState::Free;
+                }
+                return Ok(Waited::Turn(Turn { key }));
+            }
+        }
+        nap();
+    }
+}
+
+/// This backend's turn to propose on a group; ends when dropped.
+pub struct Turn {
+    key: Key,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut shared = SHARED.exclusive();
+        if let Some(g) = shared.group_mut(&self.key) {
+            if g.turn == my_pid() {
+                g.turn = 0;
+            }
+        }
+        let key = self.key;
+        shared.wake_waiters(&key);
+    }
+}
+
+/// An entry another backend posted, now in this backend's batch.
+pub struct Taken {
+    index: usize,
+    pub entry: Entry,
+}
+
+impl Turn {
+    fn with_group<R>(&self, f: impl FnOnce(&mut GroupSlot) -> R) -> R {
+        let mut shared = SHARED.exclusive();
+        let g = shared
+            .group_mut(&self.key)
+            .expect("the group of a turn keeps its slot");
+        f(g)
+    }
+
+    /// The node's leadership of the group, if it holds one.
+    pub fn leadership(&self) -> Option<Leadership> {
+        self.with_group(|g| {
+            g.leading.then(|| Leadership {
+                ballot: Ballot::new(
+                    g.ballot_number,
+                    String::from_utf8_lossy(&g.owner[..g.owner_len as usize]).into_owned(),
+                ),
+                voters: g.voters,
+                next_round: g.next_round,
+                decided_through: g.decided_through,
+            })
+        })
+    }
+
+    /// Records that the node leads with `leadership`.
+    pub fn lead(&self, leadership: &Leadership) {
+        let owner = leadership.ballot.proposer.as_bytes();
+        assert!(owner.len() <= OWNER_BYTES, "ballot owner too long");
+        self.with_group(|g| {
+            g.leading = true;
+            g.ballot_number = leadership.ballot.number;
+            g.owner_len = owner.len() as u8;
+            g.owner[..owner.len()].copy_from_slice(owner);
+            g.voters = leadership.voters;
+            g.next_round = leadership.next_round;
+            g.decided_through = leadership.decided_through;
+        })
+    }
+
+    /// Records that rounds up to `round` are decided and change no membership.
+    pub fn decided_through(&self, round: i64) {
+        self.with_group(|g| g.decided_through = g.decided_through.max(round))
+    }
+
+    /// Marks rounds up to `through` as used under the current ballot, before any of them
+    /// is proposed: a ballot never carries two values in one round, even across backends.
+    pub fn use_rounds_through(&self, through: i64) {
+        self.with_group(|g| g.next_round = g.next_round.max(through + 1))
+    }
+
+    pub fn abdicate(&self) {
+        self.with_group(|g| g.leading = false)
+    }
+
+    /// Takes up to `max` entries other backends posted for this group, oldest first.
+    pub fn take_posted(&self, max: usize) -> Vec<Taken> {
+        let mut shared = SHARED.exclusive();
+        let mut posted: Vec<usize> = (0..WAITING)
+            .filter(|&i| {
+                let w = &shared.waiting[i];
+                w.state == SlotState::Posted && w.key == self.key && w.len > 0
+            })
+            .collect();
+        posted.sort_by_key(|&i| shared.waiting[i].sequence);
+        posted.truncate(max);
+        let mut taken = Vec::new();
+        for i in posted {
+            let w = &mut shared.waiting[i];
+            match serde_json::from_slice::<Entry>(&w.bytes[..w.len as usize]) {
+                Ok(entry) => {
+                    w.state = SlotState::Taken;
+                    taken.push(Taken { index: i, entry });
+                }
+                Err(_) => fail_slot(w, "pg_paxos: a waiting entry could not be read"),
+            }
+        }
+        taken
+    }
+
+    /// Hands each taken entry its outcome and wakes its author.
+    pub fn finish(
+        &self,
+        taken: Vec<Taken>,
+        outcome: impl Fn(&Entry) -> std::result::Result<i64, String>,
+    ) {
+        let mut shared = SHARED.exclusive();
+        for t in taken {
+            let result = outcome(&t.entry);
+            let w = &mut shared.waiting[t.index];
+            if w.state == SlotState::Abandoned {
+                w.state = SlotState::Free;
+                continue;
+            }
+            match result {
+                Ok(round) => {
+                    w.state = SlotState::Done;
+                    w.round = round;
+                }
+                Err(message) => fail_slot(w, &message),
+            }
+            wake(w.pid);
+        }
+    }
+}
+
+/// Forgets what this node's backends knew about a group (it was created, joined or left):
+/// a leadership of an earlier group of the same name must never be used for it.
+pub fn forget(group: &str) {
+    let Ok(key) = Key::of(group) else { return };
+    let mut shared = SHARED.exclusive();
+    if let Some(g) = shared.group_mut(&key) {
+        g.leading = false;
+        g.no_forward_until = 0;
+    }
+}
+
+/// Whether appends made on this node may go to another member now: not for a while after
+/// a member they were sent to failed to answer.
+pub fn forwarding_allowed(group: &str) -> bool {
+    let Ok(key) = Key::of(group) else {
+        return false;
+    };
+    let shared = SHARED.share();
+    shared
+        .group(&key)
+        .is_none_or(|g| g.no_forward_until <= now())
+}
+
+/// Keeps appends on this node for `duration`, after the member they went to failed to answer.
+pub fn suspend_forwarding(group: &str, duration: std::time::Duration) {
+    let Ok(key) = Key::of(group) else { return };
+    let mut shared = SHARED.exclusive();
+    if let Some(g) = shared.group_mut(&key) {
+        g.no_forward_until = now() + duration.as_micros() as i64;
+    }
+}
+
+fn fail_slot(w: &mut WaitingSlot, message: &str) {
+    let bytes = message.as_bytes();
+    let len = bytes.len().min(ENTRY_BYTES);
+    w.bytes[..len].copy_from_slice(&bytes[..len]);
+    w.len = len as u32;
+    w.state = SlotState::Failed;
+}
