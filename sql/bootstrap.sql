@@ -68,4 +68,23 @@ CREATE TABLE pgp_metadata.promise (
     CHECK ((ballot_num IS NULL) = (ballot_by IS NULL))
 );
 
+-- Tables whose writes go through a group's log; a table belongs to one group at most.
+CREATE TABLE pgp_metadata.replicated_tables (
+    group_id text NOT NULL REFERENCES pgp_metadata."group" ON DELETE CASCADE,
+    schema_name text NOT NULL,
+    table_name text NOT NULL,
+    replicated_at bigint NOT NULL,
+    PRIMARY KEY (schema_name, table_name)
+);
+
+-- Entries that failed the same way on every member (a constraint or data error), recorded
+-- when applied, so that every member skips them alike.
+CREATE TABLE pgp_metadata.apply_errors (
+    group_id text NOT NULL REFERENCES pgp_metadata."group" ON DELETE CASCADE,
+    round_num bigint NOT NULL,
+    sqlstate text NOT NULL,
+    message text NOT NULL,
+    PRIMARY KEY (group_id, round_num)
+);
+
 REVOKE ALL ON ALL TABLES IN SCHEMA pgp_metadata FROM PUBLIC;

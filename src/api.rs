@@ -7,6 +7,7 @@ use crate::groups;
 use crate::ids;
 use crate::messages::{Entry, EntryKind};
 use crate::multipaxos::Log;
+use crate::replication;
 
 fn non_negative(round: i64, what: &'static str) -> Result<i64> {
     if round < 0 {
@@ -152,24 +153,44 @@ fn paxos_apply_log(
         let proposer = required(current_proposer_id, "current_proposer_id")?;
         let group = required(current_group_id, "current_group_id")?;
         let through = non_negative(required(max_round_num, "max_round_num")?, "max_round_num")?;
-        let applied = crate::catalog::lock_applied(group)?;
-        if through <= applied {
-            return Ok(applied);
-        }
-        let mut log = Log::open(group, proposer)?;
-        if log.catch_up(through)? < through {
-            let highest = log.max_group_round()?;
-            if through > highest {
-                return Err(PaxosError::RoundOutOfReach {
-                    group: group.to_owned(),
-                    round: through,
-                    reason: format!("the highest round accepted in the group is {highest}"),
-                });
-            }
-            log.learn_through(through)?;
-        }
-        crate::catalog::set_applied(group, through)?;
-        Ok(through)
+        replication::apply::apply_through(group, proposer, through)
+    })()
+    .or_raise()
+}
+
+/// Makes a table replicated in a group: from the round returned on, every member applies the
+/// group's writes to it. Only its owner or a superuser may. Every member must have the table,
+/// with the same rows: a member where it is missing or differs stops applying at that round
+/// and says why.
+#[pg_extern(volatile, parallel_unsafe)]
+fn paxos_replicate_table(
+    current_group_id: Option<&str>,
+    new_table_oid: Option<pgrx::PgRelation>,
+) -> i64 {
+    (|| {
+        let group = required(current_group_id, "current_group_id")?;
+        let table = required(new_table_oid, "new_table_oid")?;
+        replication::tables::replicate(group, "replicate", table.oid())
+    })()
+    .or_raise()
+}
+
+/// Runs a write on every member of a group: checks it here first (privileges, row security,
+/// constraints, against this node's state brought up to date), appends it to the log, and
+/// applies the log through it. Returns its round. A write that then fails the same way on
+/// every member (say a unique violation against a write that came first) fails here with
+/// that error and has no effect anywhere.
+#[pg_extern(volatile, parallel_unsafe)]
+fn paxos_apply_and_append(
+    current_proposer_id: Option<&str>,
+    current_group_id: Option<&str>,
+    proposed_value: Option<&str>,
+) -> i64 {
+    (|| {
+        let proposer = required(current_proposer_id, "current_proposer_id")?;
+        let group = required(current_group_id, "current_group_id")?;
+        let sql = required(proposed_value, "proposed_value")?;
+        replication::apply::apply_and_append(group, proposer, sql)
     })()
     .or_raise()
 }
@@ -192,6 +213,8 @@ REVOKE ALL ON FUNCTION paxos(text, text, bigint, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION paxos_append(text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION paxos_apply_log(text, text, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION paxos_max_group_round(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION paxos_replicate_table(text, regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION paxos_apply_and_append(text, text, text) FROM PUBLIC;
 "#,
     name = "privileges",
     finalize

@@ -373,7 +373,7 @@ pub fn record_decisions(group_id: &str, decisions: &[Decision]) -> Result<bool> 
         }
         state.on_learn(&d.ballot, d.entry.clone());
         store_acceptor(group_id, d.round, &state)?;
-        membership_changed |= matches!(d.entry.kind, EntryKind::Join | EntryKind::Leave);
+        membership_changed |= d.entry.kind.changes_membership();
     }
     Ok(membership_changed)
 }
@@ -534,4 +534,56 @@ pub fn accepted_from(group_id: &str, from: i64) -> Result<Vec<(i64, Ballot, Entr
             Ok(out)
         },
     )?)
+}
+
+/// The group that replicates table `schema.table`, if any.
+pub fn replicating_group(schema: &str, table: &str) -> Result<Option<String>> {
+    Ok(value::<String>(
+        "SELECT group_id FROM pgp_metadata.replicated_tables \
+         WHERE schema_name = $1 AND table_name = $2",
+        &[schema.into(), table.into()],
+    )?)
+}
+
+pub fn add_replicated(group_id: &str, schema: &str, table: &str, round: i64) -> Result<()> {
+    run(
+        "INSERT INTO pgp_metadata.replicated_tables (group_id, schema_name, table_name, \
+         replicated_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        &[group_id.into(), schema.into(), table.into(), round.into()],
+    )?;
+    Ok(())
+}
+
+/// Records that the entry of `round` failed the same way every member fails it.
+pub fn record_apply_error(group_id: &str, round: i64, sqlstate: &str, message: &str) -> Result<()> {
+    run(
+        "INSERT INTO pgp_metadata.apply_errors (group_id, round_num, sqlstate, message) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (group_id, round_num) DO NOTHING",
+        &[
+            group_id.into(),
+            round.into(),
+            sqlstate.into(),
+            message.into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// How the entry of `round` failed when applied here, if it did.
+pub fn apply_error(group_id: &str, round: i64) -> Result<Option<(String, String)>> {
+    Ok(Spi::connect_mut(|client| -> SpiResult<_> {
+        let rows = exec(
+            client,
+            "SELECT sqlstate, message FROM pgp_metadata.apply_errors \
+             WHERE group_id = $1 AND round_num = $2",
+            &[group_id.into(), round.into()],
+        )?;
+        match rows.into_iter().next() {
+            Some(row) => Ok(Some((
+                row.get::<String>(1)?.unwrap_or_default(),
+                row.get::<String>(2)?.unwrap_or_default(),
+            ))),
+            None => Ok(None),
+        }
+    })?)
 }

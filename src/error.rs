@@ -37,6 +37,17 @@ pub enum PaxosError {
     },
     #[error("the append may or may not have been chosen: {reason}")]
     OutcomeUnknown { reason: String },
+    #[error("{0}")]
+    WrongObject(String),
+    #[error("must be the owner of table {0} (or a superuser) to replicate it")]
+    NotOwner(String),
+    #[error("table {table} is already replicated in paxos group \"{group}\"")]
+    AlreadyReplicated { table: String, group: String },
+    #[error("cannot apply round {round}: {reason}")]
+    ReplicaMismatch { round: i64, reason: String },
+    /// A replicated write that failed the same way on every member.
+    #[error("{message}")]
+    Replayed { sqlstate: String, message: String },
     #[error("peer {connection} failed: {reason}")]
     Peer { connection: String, reason: String },
     #[error("pg_paxos catalog error: {0}")]
@@ -44,6 +55,16 @@ pub enum PaxosError {
 }
 
 pub type Result<T> = std::result::Result<T, PaxosError>;
+
+/// A five-character SQLSTATE packed as PostgreSQL's MAKE_SQLSTATE does.
+fn packed(sqlstate: &str) -> isize {
+    sqlstate
+        .bytes()
+        .take(5)
+        .enumerate()
+        .map(|(i, c)| ((c.wrapping_sub(b'0') & 0x3F) as isize) << (6 * i))
+        .sum()
+}
 
 impl PaxosError {
     fn sqlstate(&self) -> PgSqlErrorCode {
@@ -61,6 +82,11 @@ impl PaxosError {
             PaxosError::NoMajority { .. } => ERRCODE_CONNECTION_FAILURE,
             PaxosError::RoundOutOfReach { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             PaxosError::OutcomeUnknown { .. } => ERRCODE_T_R_STATEMENT_COMPLETION_UNKNOWN,
+            PaxosError::WrongObject(_) => ERRCODE_WRONG_OBJECT_TYPE,
+            PaxosError::NotOwner(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            PaxosError::AlreadyReplicated { .. } => ERRCODE_DUPLICATE_OBJECT,
+            PaxosError::ReplicaMismatch { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            PaxosError::Replayed { sqlstate, .. } => PgSqlErrorCode::from(packed(sqlstate)),
             PaxosError::Peer { .. } => ERRCODE_CONNECTION_EXCEPTION,
             PaxosError::Catalog(_) => ERRCODE_INTERNAL_ERROR,
         }

@@ -216,7 +216,7 @@ mod pgp_metadata {
             .and_then(|req| {
                 validate_group_name(&req.group)?;
                 connstr::validate(&req.connection)?;
-                if !matches!(req.kind, EntryKind::Join | EntryKind::Leave) {
+                if !req.kind.changes_membership() {
                     return Err(PaxosError::InvalidArgument {
                         what: "kind",
                         reason: "must be join or leave".into(),

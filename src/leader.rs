@@ -31,7 +31,7 @@ const FORWARD_PAUSE: u32 = 10;
 /// Appends `entry` at the end of the group's log; returns the round it was chosen at.
 pub fn append(group: &str, proposer: &str, entry: Entry) -> Result<i64> {
     catalog::require_group(group)?;
-    if entry.kind == EntryKind::Value && node::forwarding_allowed(group) {
+    if !entry.kind.changes_membership() && node::forwarding_allowed(group) {
         if let (Some(leader), _) = catalog::leader(group)? {
             if let Some(round) = forward(group, &leader, &entry)? {
                 return Ok(round);
@@ -76,9 +76,10 @@ fn append_here(group: &str, proposer: &str, entry: Entry) -> Result<i64> {
         Waited::Turn(turn) => turn,
     };
     // A membership change alters the voters of the rounds after it: it goes alone.
-    let taken = match entry.kind {
-        EntryKind::Join | EntryKind::Leave => Vec::new(),
-        EntryKind::Value | EntryKind::Noop => turn.take_posted(MAX_BATCH - 1),
+    let taken = if entry.kind.changes_membership() {
+        Vec::new()
+    } else {
+        turn.take_posted(MAX_BATCH - 1)
     };
     let mut entries = vec![entry.clone()];
     entries.extend(taken.iter().map(|t| t.entry.clone()));
@@ -170,9 +171,7 @@ fn settle(decisions: &[Decision], pending: &mut Vec<Entry>, rounds: &mut HashMap
 /// the next accept request tells the acceptors (`AcceptRequest::chosen_through`), and a
 /// member that needs them sooner sees that a majority accepted them (catch_up).
 fn record(log: &mut Log, turn: &Turn, decisions: &[Decision]) {
-    let changes_membership = decisions
-        .iter()
-        .any(|d| matches!(d.entry.kind, EntryKind::Join | EntryKind::Leave));
+    let changes_membership = decisions.iter().any(|d| d.entry.kind.changes_membership());
     if changes_membership {
         let _ = log.learn(decisions);
     }
@@ -266,10 +265,10 @@ mod pgp_metadata {
     fn paxos_submit(request: &str) -> String {
         crate::acceptor::serve(request, |req: SubmitRequest| {
             catalog::require_group(&req.group)?;
-            if req.entry.kind != EntryKind::Value {
+            if req.entry.kind.changes_membership() {
                 return Err(PaxosError::InvalidArgument {
                     what: "entry",
-                    reason: "only values are sent to the leader".into(),
+                    reason: "membership changes are not sent to the leader".into(),
                 });
             }
             let round = append_here(&req.group, "forwarded", req.entry)?;

@@ -20,6 +20,7 @@ mod messages;
 mod multipaxos;
 mod node;
 mod peers;
+mod replication;
 
 pg_module_magic!();
 

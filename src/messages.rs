@@ -15,6 +15,11 @@ pub enum EntryKind {
     Join,
     /// `value` (a connection string) stops voting after this round.
     Leave,
+    /// `value` (a `replication::Statement` as JSON) is a write to replicated tables, run on
+    /// every member when it applies the round.
+    Sql,
+    /// `value` (a `replication::tables::Replicate` as JSON) makes a table replicated.
+    Replicate,
 }
 
 impl EntryKind {
@@ -24,7 +29,14 @@ impl EntryKind {
             EntryKind::Noop => "noop",
             EntryKind::Join => "join",
             EntryKind::Leave => "leave",
+            EntryKind::Sql => "sql",
+            EntryKind::Replicate => "replicate",
         }
+    }
+
+    /// Whether the entry changes who votes from the next round on.
+    pub fn changes_membership(self) -> bool {
+        matches!(self, EntryKind::Join | EntryKind::Leave)
     }
 
     pub fn parse(kind: &str) -> Option<EntryKind> {
@@ -33,6 +45,8 @@ impl EntryKind {
             EntryKind::Noop,
             EntryKind::Join,
             EntryKind::Leave,
+            EntryKind::Sql,
+            EntryKind::Replicate,
         ]
         .into_iter()
         .find(|k| k.as_str() == kind)

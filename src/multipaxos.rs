@@ -92,7 +92,7 @@ impl Log {
                     decision.round,
                 );
             }
-            EntryKind::Value | EntryKind::Noop => {}
+            EntryKind::Value | EntryKind::Noop | EntryKind::Sql | EntryKind::Replicate => {}
         }
         self.learned_through = decision.round;
     }
@@ -604,7 +604,7 @@ fn decided_prefix(from: i64, answers: Vec<ChosenResponse>, needed: usize) -> Vec
                 None => break,
             },
         };
-        if matches!(decision.entry.kind, EntryKind::Join | EntryKind::Leave) {
+        if decision.entry.kind.changes_membership() {
             same_voters = false;
         }
         prefix.push(decision);

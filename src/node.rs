@@ -461,7 +461,8 @@ impl Turn {
         self.with_group(|g| g.leading = false)
     }
 
-    /// Takes up to `max` entries other backends posted for this group, oldest first.
+    /// Takes up to `max` entries other backends posted for this group, oldest first, except
+    /// membership changes.
     pub fn take_posted(&self, max: usize) -> Vec<Taken> {
         let mut shared = SHARED.exclusive();
         let mut posted: Vec<usize> = (0..WAITING)
@@ -476,6 +477,8 @@ impl Turn {
         for i in posted {
             let w = &mut shared.waiting[i];
             match serde_json::from_slice::<Entry>(&w.bytes[..w.len as usize]) {
+                // A membership change goes alone: its author proposes it.
+                Ok(entry) if entry.kind.changes_membership() => {}
                 Ok(entry) => {
                     w.state = SlotState::Taken;
                     taken.push(Taken { index: i, entry });

@@ -1,0 +1,212 @@
+//! A write statement as the log carries it, and running it as its author.
+//!
+//! The entry names its author's role and search_path, and its parameters as text with
+//! their type names (type OIDs differ between servers), so every member runs the same
+//! statement under the same privileges and name resolution. Text I/O runs with pinned
+//! settings (ISO dates, full float precision), as postgres_fdw does, so values read back
+//! the same everywhere.
+use std::ffi::CString;
+
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::pg_sys::{self, PgTryBuilder};
+use pgrx::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{PaxosError, Result};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Param {
+    /// The type as `format_type` writes it, e.g. `integer` or `public.mood`.
+    pub type_name: String,
+    /// The value in the type's text form; `None` for NULL.
+    pub text: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Statement {
+    pub sql: String,
+    pub params: Vec<Param>,
+    /// The role whose privileges the statement runs with.
+    pub role: String,
+    pub search_path: String,
+}
+
+/// Settings that make text I/O of values identical on every member.
+const PINNED: [(&str, &str); 4] = [
+    ("datestyle", "ISO"),
+    ("intervalstyle", "postgres"),
+    ("extra_float_digits", "3"),
+    ("standard_conforming_strings", "on"),
+];
+
+impl Statement {
+    /// `sql` as the current user would run it now.
+    pub fn by_current_user(sql: &str) -> Result<Statement> {
+        let row = Spi::get_two::<String, String>(
+            "SELECT current_user::text, pg_catalog.current_setting('search_path')",
+        )?;
+        Ok(Statement {
+            sql: sql.to_owned(),
+            params: Vec::new(),
+            role: row.0.unwrap_or_default(),
+            search_path: row.1.unwrap_or_default(),
+        })
+    }
+}
+
+/// What came of running a statement in a subtransaction.
+pub enum Ran {
+    /// It ran.
+    Done,
+    /// It failed; the subtransaction was rolled back.
+    Failed(Box<CaughtError>),
+}
+
+/// Runs `statement` as its author in a subtransaction, which is kept when `keep` and the
+/// statement succeeded, and rolled back otherwise.
+pub fn run(statement: &Statement, keep: bool) -> Result<Ran> {
+    let role = CString::new(statement.role.as_str()).map_err(|_| invalid("role name"))?;
+    let search_path =
+        CString::new(statement.search_path.as_str()).map_err(|_| invalid("search_path"))?;
+    let sql = statement.sql.clone();
+    let params = statement.params.clone();
+    // SAFETY: the pattern of PL/pgSQL's exception blocks (pl_exec.c): remember the memory
+    // context and resource owner, start a subtransaction, and on the way out release or roll
+    // it back and restore both. Role and settings changes are undone by the rollback, or
+    // explicitly (AtEOXact_GUC, SetUserIdAndSecContext) before a release.
+    unsafe {
+        let context = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(context);
+        let outcome = PgTryBuilder::new(|| {
+            let (mut user, mut security) = (pg_sys::Oid::INVALID, 0);
+            pg_sys::GetUserIdAndSecContext(&mut user, &mut security);
+            let author = pg_sys::get_role_oid(role.as_ptr(), false);
+            let nest = pg_sys::NewGUCNestLevel();
+            pin("search_path", &search_path);
+            for (name, value) in PINNED {
+                pin(name, &CString::new(value).unwrap_or_default());
+            }
+            pg_sys::SetUserIdAndSecContext(
+                author,
+                security | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+            );
+            let rows = execute(&sql, &params);
+            pg_sys::SetUserIdAndSecContext(user, security);
+            pg_sys::AtEOXact_GUC(true, nest);
+            Ok(rows)
+        })
+        .catch_others(|error| Err(Box::new(error)))
+        .execute();
+        match outcome {
+            Ok(rows) if keep => {
+                pg_sys::ReleaseCurrentSubTransaction();
+                restore(context, owner);
+                rows.map(|()| Ran::Done)
+            }
+            Ok(rows) => {
+                pg_sys::RollbackAndReleaseCurrentSubTransaction();
+                restore(context, owner);
+                rows.map(|()| Ran::Done)
+            }
+            Err(error) => {
+                pg_sys::RollbackAndReleaseCurrentSubTransaction();
+                restore(context, owner);
+                Ok(Ran::Failed(error))
+            }
+        }
+    }
+}
+
+unsafe fn restore(context: pg_sys::MemoryContext, owner: pg_sys::ResourceOwner) {
+    // SAFETY: both were current before the subtransaction began and outlive it.
+    unsafe {
+        pg_sys::MemoryContextSwitchTo(context);
+        pg_sys::CurrentResourceOwner = owner;
+    }
+}
+
+/// Sets `name` for the current GUC nest level only.
+unsafe fn pin(name: &str, value: &CString) {
+    let name = CString::new(name).unwrap_or_default();
+    // SAFETY: valid C strings; errors are raised as PostgreSQL errors (elevel ERROR).
+    unsafe {
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            pgrx::PgLogLevel::ERROR as i32,
+            false,
+        );
+    }
+}
+
+/// Runs `sql` with `params` bound, converting each from text by its type's input function.
+fn execute(sql: &str, params: &[Param]) -> Result<()> {
+    Spi::connect_mut(|client| {
+        let mut args = Vec::with_capacity(params.len());
+        for param in params {
+            let type_oid = client
+                .select(
+                    "SELECT pg_catalog.to_regtype($1)::oid",
+                    Some(1),
+                    &[param.type_name.as_str().into()],
+                )?
+                .first()
+                .get_one::<pg_sys::Oid>()?
+                .ok_or_else(|| PaxosError::InvalidArgument {
+                    what: "parameter type",
+                    reason: format!("type {} does not exist here", param.type_name),
+                })?;
+            args.push(input(type_oid, param.text.as_deref())?);
+        }
+        client.update(sql, None, &args)?;
+        Ok(())
+    })
+}
+
+fn input(type_oid: pg_sys::Oid, text: Option<&str>) -> Result<pgrx::datum::DatumWithOid<'static>> {
+    let Some(text) = text else {
+        return Ok(pgrx::datum::DatumWithOid::null_oid(type_oid));
+    };
+    let text = CString::new(text).map_err(|_| invalid("parameter value"))?;
+    // SAFETY: the type exists (to_regtype found it); its input function parses the text or
+    // raises an error.
+    unsafe {
+        let (mut function, mut io_param) = (pg_sys::Oid::INVALID, pg_sys::Oid::INVALID);
+        pg_sys::getTypeInputInfo(type_oid, &mut function, &mut io_param);
+        let datum = pg_sys::OidInputFunctionCall(function, text.as_ptr() as *mut _, io_param, -1);
+        Ok(pgrx::datum::DatumWithOid::new(datum, type_oid))
+    }
+}
+
+fn invalid(what: &'static str) -> PaxosError {
+    PaxosError::InvalidArgument {
+        what,
+        reason: "contains a NUL byte".into(),
+    }
+}
+
+/// The five-character SQLSTATE of a caught error.
+pub fn sqlstate(error: &CaughtError) -> String {
+    let report = match error {
+        CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r,
+        CaughtError::RustPanic { ereport, .. } => ereport,
+    };
+    let code = report.sql_error_code() as isize;
+    (0..5)
+        .map(|i| (((code >> (6 * i)) & 0x3F) as u8 + b'0') as char)
+        .collect()
+}
+
+/// The message of a caught error.
+pub fn message(error: &CaughtError) -> String {
+    match error {
+        CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r.message().to_owned(),
+        CaughtError::RustPanic { ereport, .. } => ereport.message().to_owned(),
+    }
+}

@@ -1,0 +1,140 @@
+//! Which tables a group replicates. Replicating a table is itself a log entry, so every
+//! member marks it at the same round; the entry carries a fingerprint of the table's rows on
+//! the member that replicated it, and a member whose rows differ stops applying there and
+//! says so, instead of diverging silently.
+use pgrx::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::catalog;
+use crate::error::{PaxosError, Result};
+use crate::ids;
+use crate::messages::{Entry, EntryKind};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replicate {
+    pub schema: String,
+    pub table: String,
+    /// md5 of the table's rows as text, in order.
+    pub fingerprint: String,
+}
+
+/// Appends the entry that makes `table` replicated in `group`, after checking that the
+/// caller may: the table's owner (or a member of its owning role) or a superuser.
+pub fn replicate(group: &str, proposer: &str, table: pg_sys::Oid) -> Result<i64> {
+    catalog::require_group(group)?;
+    let (schema, name, kind, owns, system) = describe(table)?;
+    if system {
+        return Err(PaxosError::WrongObject(format!(
+            "{} is a system table or belongs to pg_paxos: it cannot be replicated",
+            qualified(&schema, &name)
+        )));
+    }
+    if kind != "r" {
+        return Err(PaxosError::WrongObject(format!(
+            "{} is not a table (only plain tables can be replicated)",
+            qualified(&schema, &name)
+        )));
+    }
+    if !owns {
+        return Err(PaxosError::NotOwner(qualified(&schema, &name)));
+    }
+    if let Some(other) = catalog::replicating_group(&schema, &name)? {
+        return Err(PaxosError::AlreadyReplicated {
+            table: qualified(&schema, &name),
+            group: other,
+        });
+    }
+    let payload = Replicate {
+        fingerprint: fingerprint(&schema, &name)?,
+        schema,
+        table: name,
+    };
+    let entry = Entry {
+        id: ids::proposal_id(),
+        kind: EntryKind::Replicate,
+        value: Some(serde_json::to_string(&payload).unwrap_or_default()),
+    };
+    let round = crate::leader::append(group, proposer, entry)?;
+    crate::replication::apply::apply_through(group, proposer, round)?;
+    Ok(round)
+}
+
+/// Applies a replicate entry on this node: the table must exist and hold the same rows.
+pub fn apply(group: &str, round: i64, payload: &Replicate) -> Result<()> {
+    let table = qualified(&payload.schema, &payload.table);
+    let exists = Spi::get_one_with_args::<bool>(
+        "SELECT pg_catalog.to_regclass($1) IS NOT NULL",
+        &[table.as_str().into()],
+    )?
+    .unwrap_or(false);
+    if !exists {
+        return Err(PaxosError::ReplicaMismatch {
+            round,
+            reason: format!(
+                "table {table} is replicated in group \"{group}\" from round {round} but does \
+                 not exist on this node; create it as on the other members, then apply again"
+            ),
+        });
+    }
+    let own = fingerprint(&payload.schema, &payload.table)?;
+    if own != payload.fingerprint {
+        return Err(PaxosError::ReplicaMismatch {
+            round,
+            reason: format!(
+                "the rows of {table} on this node differ from those on the member that \
+                 replicated it at round {round} (fingerprint {own}, expected {}); make them \
+                 identical, then apply again",
+                payload.fingerprint
+            ),
+        });
+    }
+    catalog::add_replicated(group, &payload.schema, &payload.table, round)
+}
+
+/// Schema, name, relkind of `table`, whether the current user owns it (or is superuser), and
+/// whether it is PostgreSQL's own or pg_paxos's.
+fn describe(table: pg_sys::Oid) -> Result<(String, String, String, bool, bool)> {
+    Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT n.nspname::text, c.relname::text, c.relkind::text, \
+             pg_catalog.pg_has_role(c.relowner, 'USAGE'), \
+             c.oid < 16384 OR n.nspname IN ('pgp_metadata', 'information_schema') \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.oid = $1",
+            Some(1),
+            &[table.into()],
+        )?;
+        let row = rows.first();
+        match row.get::<String>(1)? {
+            Some(schema) => Ok((
+                schema,
+                row.get::<String>(2)?.unwrap_or_default(),
+                row.get::<String>(3)?.unwrap_or_default(),
+                row.get::<bool>(4)?.unwrap_or(false),
+                row.get::<bool>(5)?.unwrap_or(true),
+            )),
+            None => Err(PaxosError::WrongObject(format!(
+                "relation {table:?} does not exist"
+            ))),
+        }
+    })
+}
+
+pub fn qualified(schema: &str, table: &str) -> String {
+    format!(
+        "{}.{}",
+        pgrx::spi::quote_identifier(schema),
+        pgrx::spi::quote_identifier(table)
+    )
+}
+
+/// The md5 of the table's rows in their text form, sorted: equal on members holding the
+/// same rows (with the same collation).
+fn fingerprint(schema: &str, table: &str) -> Result<String> {
+    let sql = format!(
+        "SELECT pg_catalog.md5(coalesce(pg_catalog.string_agg(t::text, E'\\n' ORDER BY t::text), '')) \
+         FROM ONLY {} t",
+        qualified(schema, table)
+    );
+    Ok(Spi::get_one::<String>(&sql)?.unwrap_or_default())
+}

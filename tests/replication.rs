@@ -1,0 +1,250 @@
+//! Table replication through the log: writes run on every member in round order, a write
+//! that fails the same way everywhere is skipped everywhere, and a transient failure on one
+//! member stops its apply until it can go on, never letting members diverge.
+mod common;
+
+use common::*;
+use futures_util::future::join_all;
+use tokio_postgres::Client;
+
+async fn sqlstate_of(result: Result<i64, tokio_postgres::Error>) -> Option<String> {
+    result
+        .err()
+        .and_then(|e| e.as_db_error().map(|d| d.code().code().to_owned()))
+}
+
+async fn write(client: &Client, sql: &str) -> Result<i64, tokio_postgres::Error> {
+    client
+        .query_one(
+            "SELECT paxos_apply_and_append('test', $1, $2)",
+            &[&GROUP, &sql],
+        )
+        .await
+        .map(|row| row.get(0))
+}
+
+/// Applies the whole log on every member and returns each member's rows of `query`.
+async fn rows_everywhere(clients: &[Client], query: &str) -> Vec<Vec<String>> {
+    let mut all = Vec::new();
+    for client in clients {
+        client
+            .query_one(
+                "SELECT paxos_apply_log('test', $1, paxos_max_group_round($1))",
+                &[&GROUP],
+            )
+            .await
+            .expect("apply the log");
+        let rows = client.query(query, &[]).await.expect(query);
+        all.push(rows.iter().map(|r| r.get::<_, String>(0)).collect());
+    }
+    all
+}
+
+fn assert_identical(rows: &[Vec<String>]) {
+    for (node, r) in rows.iter().enumerate().skip(1) {
+        assert_eq!(r, &rows[0], "node {node} differs from node 0");
+    }
+}
+
+async fn log_length(client: &Client) -> i64 {
+    client
+        .query_one("SELECT count(*) FROM pgp_metadata.round", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn replicate(client: &Client, table: &str) -> Result<i64, tokio_postgres::Error> {
+    client
+        .query_one(
+            "SELECT paxos_replicate_table($1, $2::text::regclass)",
+            &[&GROUP, &table],
+        )
+        .await
+        .map(|row| row.get(0))
+}
+
+async fn create_everywhere(clients: &[Client], ddl: &str) {
+    for client in clients {
+        client.batch_execute(ddl).await.expect(ddl);
+    }
+}
+
+/// The 2016 README session, written with paxos_apply_and_append.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_run_on_every_member_in_log_order() {
+    let cluster = start("replicate", 3);
+    let clients = form_group(&cluster).await;
+    create_everywhere(&clients, "CREATE TABLE coordinates (x int, y int)").await;
+    replicate(&clients[0], "coordinates")
+        .await
+        .expect("replicate");
+    write(&clients[0], "INSERT INTO coordinates VALUES (1,1)")
+        .await
+        .unwrap();
+    write(&clients[1], "INSERT INTO coordinates VALUES (2,2)")
+        .await
+        .unwrap();
+    write(&clients[2], "UPDATE coordinates SET x = x * 10")
+        .await
+        .unwrap();
+    let rows = rows_everywhere(
+        &clients,
+        "SELECT format('%s,%s', x, y) FROM coordinates ORDER BY x",
+    )
+    .await;
+    assert_eq!(rows[0], ["10,1", "20,2"]);
+    assert_identical(&rows);
+    let replicated: i64 = clients[2]
+        .query_one("SELECT count(*) FROM pgp_metadata.replicated_tables", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(replicated, 1, "every member knows the table is replicated");
+}
+
+/// The lock recipe: two members take the same lock name at once; exactly one succeeds, the
+/// other gets a unique violation, and every member agrees on the owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_of_two_concurrent_lock_takers_wins_everywhere() {
+    let cluster = start("locks", 3);
+    let clients = form_group(&cluster).await;
+    create_everywhere(
+        &clients,
+        "CREATE TABLE locks (name text PRIMARY KEY, owner text)",
+    )
+    .await;
+    replicate(&clients[0], "locks").await.expect("replicate");
+    for round in 0..10 {
+        let takers = [0usize, 2].map(|node| {
+            let client = &clients[node];
+            async move {
+                let sql = format!("INSERT INTO locks VALUES ('lock-{round}', 'node{node}')");
+                sqlstate_of(write(client, &sql).await).await
+            }
+        });
+        let outcomes = join_all(takers).await;
+        let won = outcomes.iter().filter(|o| o.is_none()).count();
+        assert_eq!(won, 1, "lock-{round}: {outcomes:?}");
+        assert!(
+            outcomes.iter().flatten().all(|code| code == "23505"),
+            "lock-{round}: the loser sees a unique violation: {outcomes:?}"
+        );
+    }
+    let rows = rows_everywhere(
+        &clients,
+        "SELECT name || '=' || owner FROM locks ORDER BY name",
+    )
+    .await;
+    assert_eq!(rows[0].len(), 10);
+    assert_identical(&rows);
+}
+
+/// A member that cannot apply an entry for a transient reason (a lock held there) stops
+/// before it, applies it later, and ends up with the same rows; nothing is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transient_apply_failure_stops_and_retries_without_divergence() {
+    let cluster = start("transient", 3);
+    let clients = form_group(&cluster).await;
+    create_everywhere(
+        &clients,
+        "CREATE TABLE counters (id int PRIMARY KEY, n int)",
+    )
+    .await;
+    replicate(&clients[0], "counters").await.expect("replicate");
+    write(&clients[0], "INSERT INTO counters VALUES (1, 0)")
+        .await
+        .unwrap();
+    rows_everywhere(&clients, "SELECT n::text FROM counters").await;
+
+    // Node 2 holds a lock on the table while node 0 writes.
+    let holder = connect(&cluster, 2).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE counters IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    write(&clients[0], "UPDATE counters SET n = n + 1")
+        .await
+        .unwrap();
+    clients[2]
+        .batch_execute("SET lock_timeout = '200ms'")
+        .await
+        .unwrap();
+    let blocked = clients[2]
+        .query_one(
+            "SELECT paxos_apply_log('test', $1, paxos_max_group_round($1))",
+            &[&GROUP],
+        )
+        .await
+        .expect_err("the apply waits for the lock and times out");
+    assert_eq!(blocked.as_db_error().unwrap().code().code(), "55P03");
+    let skipped: i64 = clients[2]
+        .query_one("SELECT count(*) FROM pgp_metadata.apply_errors", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(skipped, 0, "a transient failure is not recorded as skipped");
+    holder.batch_execute("COMMIT").await.unwrap();
+    clients[2]
+        .batch_execute("RESET lock_timeout")
+        .await
+        .unwrap();
+    let rows = rows_everywhere(&clients, "SELECT n::text FROM counters").await;
+    assert_eq!(rows[0], ["1"]);
+    assert_identical(&rows);
+}
+
+/// Who may replicate, and what the log lets through: an unprivileged write leaves no entry,
+/// and a table whose rows differ on a member stops that member's apply with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_allowed_writes_reach_the_log_and_differences_are_reported() {
+    let cluster = start("replperm", 2);
+    let clients = form_group(&cluster).await;
+    create_everywhere(
+        &clients,
+        "CREATE TABLE items (id int PRIMARY KEY); CREATE ROLE app LOGIN; \
+         GRANT EXECUTE ON FUNCTION paxos_apply_and_append(text, text, text), \
+         paxos_replicate_table(text, regclass), paxos_max_group_round(text), \
+         paxos_apply_log(text, text, bigint) TO app; GRANT SELECT ON items TO app",
+    )
+    .await;
+    let admin = &clients[0];
+    admin.batch_execute("SET ROLE app").await.unwrap();
+    let not_owner = replicate(admin, "items").await.expect_err("not the owner");
+    assert_eq!(not_owner.as_db_error().unwrap().code().code(), "42501");
+    admin.batch_execute("RESET ROLE").await.unwrap();
+    replicate(admin, "items").await.expect("replicate");
+    let again = replicate(admin, "items")
+        .await
+        .expect_err("already replicated");
+    assert_eq!(again.as_db_error().unwrap().code().code(), "42710");
+
+    let before = log_length(admin).await;
+    admin.batch_execute("SET ROLE app").await.unwrap();
+    let denied = write(admin, "INSERT INTO items VALUES (1)").await;
+    assert_eq!(sqlstate_of(denied).await.as_deref(), Some("42501"));
+    admin.batch_execute("RESET ROLE").await.unwrap();
+    assert_eq!(
+        log_length(admin).await,
+        before,
+        "a refused write leaves no entry"
+    );
+
+    // Rows that differ on a member are found when it applies the replicate entry.
+    create_everywhere(&clients, "CREATE TABLE notes (t text)").await;
+    clients[1]
+        .batch_execute("INSERT INTO notes VALUES ('only here')")
+        .await
+        .unwrap();
+    replicate(admin, "notes").await.expect("replicate notes");
+    let differs = clients[1]
+        .query_one(
+            "SELECT paxos_apply_log('test', $1, paxos_max_group_round($1))",
+            &[&GROUP],
+        )
+        .await
+        .expect_err("the member whose rows differ stops");
+    let db = differs.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "55000");
+    assert!(db.message().contains("differ"), "{}", db.message());
+}
