@@ -248,3 +248,37 @@ async fn only_allowed_writes_reach_the_log_and_differences_are_reported() {
     assert_eq!(db.code().code(), "55000");
     assert!(db.message().contains("differ"), "{}", db.message());
 }
+
+/// Every member refuses writes to a replicated table that do not go through the log, right
+/// after paxos_replicate_table returns; other tables are not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_that_bypass_the_log_are_refused_on_every_member() {
+    let cluster = start("guard", 3);
+    let clients = form_group(&cluster).await;
+    create_everywhere(
+        &clients,
+        "CREATE TABLE kv (k int PRIMARY KEY, v text); CREATE TABLE local (k int)",
+    )
+    .await;
+    replicate(&clients[0], "kv").await.expect("replicate");
+    write(&clients[1], "INSERT INTO kv VALUES (1, 'one')")
+        .await
+        .unwrap();
+    for client in &clients {
+        for sql in [
+            "INSERT INTO kv VALUES (2, 'two')",
+            "UPDATE kv SET v = 'uno'",
+            "WITH gone AS (DELETE FROM kv RETURNING k) SELECT count(*) FROM gone",
+        ] {
+            let error = client.batch_execute(sql).await.expect_err(sql);
+            assert_eq!(error.as_db_error().unwrap().code().code(), "0A000", "{sql}");
+        }
+        client
+            .batch_execute("INSERT INTO local VALUES (1)")
+            .await
+            .expect("a local table");
+    }
+    let rows = rows_everywhere(&clients, "SELECT k || v FROM kv ORDER BY k").await;
+    assert_eq!(rows[0], ["1one"]);
+    assert_identical(&rows);
+}

@@ -7,6 +7,8 @@
 //!   everywhere; any other stops the apply, which is retried later, so members never
 //!   diverge.
 //! - `tables`: which tables are replicated, and replicating one.
+//! - `guard`: refuses writes to replicated tables that bypass the log.
 pub mod apply;
+pub mod guard;
 pub mod statement;
 pub mod tables;

@@ -92,7 +92,7 @@ pub fn run(statement: &Statement, keep: bool) -> Result<Ran> {
                 author,
                 security | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
             );
-            let rows = execute(&sql, &params);
+            let rows = super::guard::exempt(|| execute(&sql, &params));
             pg_sys::SetUserIdAndSecContext(user, security);
             pg_sys::AtEOXact_GUC(true, nest);
             Ok(rows)
