@@ -114,6 +114,8 @@ struct WaitingSlot {
     state: SlotState,
     key: Key,
     pid: i32,
+    /// The process proposing it, while `Taken`.
+    taken_by: i32,
     sequence: u64,
     round: i64,
     len: u32,
@@ -157,6 +159,7 @@ impl Default for Shared {
                 state: SlotState::Free,
                 key,
                 pid: 0,
+                taken_by: 0,
                 sequence: 0,
                 round: 0,
                 len: 0,
@@ -276,6 +279,9 @@ unsafe extern "C-unwind" fn release_all(_code: std::ffi::c_int, _arg: pg_sys::Da
         }
     }
     for w in shared.waiting.iter_mut() {
+        if w.state == SlotState::Taken && w.taken_by == pid {
+            settle(w, Err(UNSETTLED));
+        }
         if w.pid == pid {
             w.state = match w.state {
                 SlotState::Taken => SlotState::Abandoned,
@@ -365,8 +371,12 @@ pub fn wait_for_turn(group: &str, posted: &mut Posted) -> Result<Waited> {
                     _ => {}
                 }
             }
+            // While its entry is in another session's batch, a session waits for the outcome.
+            let in_a_batch = posted
+                .index
+                .is_some_and(|i| shared.waiting[i].state == SlotState::Taken);
             let granted = match shared.group_mut(&key) {
-                Some(g) if g.turn == 0 => {
+                Some(g) if g.turn == 0 && !in_a_batch => {
                     g.turn = pid;
                     true
                 }
@@ -405,6 +415,39 @@ impl Drop for Turn {
 pub struct Taken {
     index: usize,
     pub entry: Entry,
+    settled: bool,
+}
+
+/// Until its outcome is known, the entry of a batch that stops early (an error, a cancel)
+/// may or may not be chosen: its author is told so, and must not propose it again.
+const UNSETTLED: &str =
+    "the session proposing it stopped before it knew whether the batch was chosen";
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let mut shared = SHARED.exclusive();
+        settle(&mut shared.waiting[self.index], Err(UNSETTLED));
+    }
+}
+
+/// Hands a taken entry its outcome and wakes its author (or frees it if the author left).
+fn settle(w: &mut WaitingSlot, outcome: std::result::Result<i64, &str>) {
+    if w.state == SlotState::Abandoned {
+        w.state = SlotState::Free;
+        return;
+    }
+    match outcome {
+        Ok(round) => {
+            w.state = SlotState::Done;
+            w.round = round;
+        }
+        Err(message) => fail_slot(w, message),
+    }
+    w.taken_by = 0;
+    wake(w.pid);
 }
 
 impl Turn {
@@ -481,7 +524,12 @@ impl Turn {
                 Ok(entry) if entry.kind.changes_membership() => {}
                 Ok(entry) => {
                     w.state = SlotState::Taken;
-                    taken.push(Taken { index: i, entry });
+                    w.taken_by = my_pid();
+                    taken.push(Taken {
+                        index: i,
+                        entry,
+                        settled: false,
+                    });
                 }
                 Err(_) => fail_slot(w, "pg_paxos: a waiting entry could not be read"),
             }
@@ -496,21 +544,14 @@ impl Turn {
         outcome: impl Fn(&Entry) -> std::result::Result<i64, String>,
     ) {
         let mut shared = SHARED.exclusive();
-        for t in taken {
+        for mut t in taken {
             let result = outcome(&t.entry);
-            let w = &mut shared.waiting[t.index];
-            if w.state == SlotState::Abandoned {
-                w.state = SlotState::Free;
-                continue;
-            }
-            match result {
-                Ok(round) => {
-                    w.state = SlotState::Done;
-                    w.round = round;
-                }
-                Err(message) => fail_slot(w, &message),
-            }
-            wake(w.pid);
+            settle(
+                &mut shared.waiting[t.index],
+                result.as_ref().copied().map_err(String::as_str),
+            );
+            // Dropped with the lock held: it must not take it again.
+            t.settled = true;
         }
     }
 }

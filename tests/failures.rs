@@ -230,3 +230,62 @@ async fn the_others_take_over_from_a_hung_or_dead_leader() {
         );
     }
 }
+
+/// Sessions batching their appends on the leader while no majority answers all fail within
+/// their statement_timeout (the session proposing the batch is cancelled; the others get
+/// 40003, the batch's error, or their own timeout), and once the members are back no value
+/// has landed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batched_appends_without_a_majority_fail_in_time_and_never_land_twice() {
+    let cluster = start("cancelled", 3);
+    let clients = form_group(&cluster).await;
+    // Node 1 leads after forming; its sessions batch their appends there.
+    let mut sessions = Vec::new();
+    for _ in 0..6 {
+        let session = connect(&cluster, 1).await;
+        session
+            .batch_execute("SET statement_timeout = '1s'")
+            .await
+            .unwrap();
+        sessions.push(session);
+    }
+    append(&clients[1], "before").await.unwrap();
+    cluster.kill(0).expect("kill node 0");
+    cluster.kill(2).expect("kill node 2");
+    let writers = sessions.iter().enumerate().map(|(s, session)| async move {
+        let started = Instant::now();
+        let outcome = append(session, &format!("cancelled-{s}")).await;
+        (
+            started.elapsed(),
+            outcome
+                .err()
+                .and_then(|e| e.code().map(|c| c.code().to_owned())),
+        )
+    });
+    for (waited, code) in join_all(writers).await {
+        assert!(waited < Duration::from_secs(10), "waited {waited:?}");
+        let code = code.expect("no append can succeed without a majority");
+        assert!(
+            ["57014", "08006", "40003"].contains(&code.as_str()),
+            "{code}"
+        );
+    }
+    cluster.restart(0).expect("restart node 0");
+    cluster.restart(2).expect("restart node 2");
+    eventually(CATCH_UP_LIMIT, || async {
+        append(&clients[1], "after")
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    catch_up_everyone(&cluster).await;
+    let log = read_log(&connect(&cluster, 1).await).await;
+    for s in 0..6 {
+        let value = format!("cancelled-{s}");
+        let copies = log
+            .iter()
+            .filter(|e| e.value.as_deref() == Some(&value))
+            .count();
+        assert!(copies <= 1, "{value} landed {copies} times");
+    }
+}
