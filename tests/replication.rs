@@ -282,3 +282,45 @@ async fn writes_that_bypass_the_log_are_refused_on_every_member() {
     assert_eq!(rows[0], ["1one"]);
     assert_identical(&rows);
 }
+
+/// TRUNCATE, COPY FROM, ALTER TABLE, renaming, CREATE INDEX and DROP TABLE on a replicated
+/// table are refused when run on one member; through the log they run on every member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ddl_and_copy_on_a_replicated_table_go_through_the_log_or_are_refused() {
+    let cluster = start("ddl", 2);
+    let clients = form_group(&cluster).await;
+    create_everywhere(&clients, "CREATE TABLE kv (k int PRIMARY KEY, v text)").await;
+    replicate(&clients[0], "kv").await.expect("replicate");
+    write(&clients[0], "INSERT INTO kv VALUES (1, 'one')")
+        .await
+        .unwrap();
+    for client in &clients {
+        for sql in [
+            "TRUNCATE kv",
+            "COPY kv FROM STDIN",
+            "ALTER TABLE kv ADD COLUMN extra int",
+            "ALTER TABLE kv RENAME TO kv2",
+            "CREATE UNIQUE INDEX ON kv (v)",
+            "DROP TABLE kv",
+        ] {
+            let error = client.batch_execute(sql).await.expect_err(sql);
+            assert_eq!(error.as_db_error().unwrap().code().code(), "0A000", "{sql}");
+        }
+    }
+    // Reading with COPY stays allowed (node 0 applied the insert; node 1 has not yet).
+    let copied = cluster
+        .node(0)
+        .psql("COPY kv TO STDOUT")
+        .expect("reading with COPY");
+    assert!(copied.contains("one"), "{copied}");
+    write(&clients[1], "ALTER TABLE kv ADD COLUMN extra int")
+        .await
+        .unwrap();
+    write(&clients[1], "TRUNCATE kv").await.unwrap();
+    write(&clients[0], "INSERT INTO kv VALUES (2, 'two', 22)")
+        .await
+        .unwrap();
+    let rows = rows_everywhere(&clients, "SELECT format('%s %s %s', k, v, extra) FROM kv").await;
+    assert_eq!(rows[0], ["2 two 22"]);
+    assert_identical(&rows);
+}
