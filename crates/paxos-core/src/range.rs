@@ -17,13 +17,18 @@
 //!   ballot ([`RangeLeader`]): the highest-ballot value that the majority of promises
 //!   reported there, else the first value the leader proposes there; re-proposing the round
 //!   under that ballot yields the bound value again.
+//! - **a leader vouches only for rounds where its ballot holds nothing but the chosen
+//!   value**: [`RangeLeader::chosen_through`] covers only rounds it proposed at and saw
+//!   decided under its ballot with the bound value, or saw decided before it proposed there
+//!   (it then never does); once a round it proposed at is decided any other way, it proposes
+//!   nothing more ([`RangeLeader::on_decided`]).
 //!
 //! Why per-round single-decree Paxos stays safe next to all this: a range promise is, for
 //! each round it covers, an ordinary phase-1 promise; the leader's proposals are ordinary
 //! phase-2 proposals justified by a majority of those promises. A gap left by a crashed
 //! leader can therefore be filled by plain per-round Paxos with a higher ballot.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -159,6 +164,16 @@ pub struct RangeLeader<V> {
     ballot: Ballot,
     from: i64,
     bound: BTreeMap<i64, V>,
+    /// The rounds [`RangeLeader::propose`] gave a value for.
+    proposed: BTreeSet<i64>,
+    /// The first round the leadership covered, before any [`RangeLeader::forget_through`].
+    first: i64,
+    /// Every round from `first` through here is vouched for: decided under the ballot with
+    /// its bound value, or decided before being proposed (and then never proposed).
+    vouched_through: i64,
+    /// Rounds vouched for beyond a gap above `vouched_through`.
+    vouched_beyond: BTreeSet<i64>,
+    abandoned: bool,
 }
 
 impl<V: Clone> RangeLeader<V> {
@@ -187,6 +202,11 @@ impl<V: Clone> RangeLeader<V> {
             ballot,
             from,
             bound,
+            proposed: BTreeSet::new(),
+            first: from,
+            vouched_through: from - 1,
+            vouched_beyond: BTreeSet::new(),
+            abandoned: false,
         }
     }
 
@@ -200,19 +220,80 @@ impl<V: Clone> RangeLeader<V> {
     }
 
     /// The value to propose at `round` under [`RangeLeader::ballot`]: the value bound there,
-    /// or `own`, which is then bound. `None` when `round` is not covered (run phase 1).
+    /// or `own`, which is then bound. `None` when `round` is not covered (run phase 1), was
+    /// decided before the leader proposed there, or the leadership was abandoned.
     pub fn propose(&mut self, round: i64, own: V) -> Option<V> {
-        if !self.covers(round) {
+        let decided_without_us = self.is_vouched(round) && !self.proposed.contains(&round);
+        if !self.covers(round) || self.abandoned || decided_without_us {
             return None;
         }
+        self.proposed.insert(round);
         Some(self.bound.entry(round).or_insert(own).clone())
     }
 
+    fn is_vouched(&self, round: i64) -> bool {
+        round <= self.vouched_through || self.vouched_beyond.contains(&round)
+    }
+
     /// Forgets bindings of rounds up to `round`, once known chosen: nobody proposes there
-    /// again. The leadership then covers only later rounds.
+    /// again. The leadership then covers only later rounds. Report their decisions to
+    /// [`RangeLeader::on_decided`] first: [`RangeLeader::chosen_through`] never covers a
+    /// round forgotten unconfirmed.
     pub fn forget_through(&mut self, round: i64) {
         self.bound = self.bound.split_off(&(round + 1));
+        self.proposed = self.proposed.split_off(&(round + 1));
         self.from = self.from.max(round + 1);
+    }
+}
+
+impl<V: Clone + PartialEq> RangeLeader<V> {
+    /// Takes note that `round` was decided as `value` under `ballot`, however the leader
+    /// learned it (accept replies, a `Chosen` answer, a catch-up). Returns whether the leader
+    /// may go on proposing under its ballot: only while every round it proposed at was
+    /// decided under that ballot with the bound value. Otherwise an acceptor may hold a value
+    /// accepted under the leader's ballot that was not chosen, and a later
+    /// [`RangeLeader::chosen_through`] over it would mark it chosen; the leadership is then
+    /// abandoned for good (run a range prepare with a higher ballot).
+    ///
+    /// A round decided before the leader proposed there holds nothing under its ballot; the
+    /// leader will not propose there any more. A round it does not cover changes nothing.
+    pub fn on_decided(&mut self, round: i64, ballot: &Ballot, value: &V) -> bool {
+        if !self.covers(round) {
+            return !self.abandoned;
+        }
+        let decided_as_proposed = *ballot == self.ballot && self.bound.get(&round) == Some(value);
+        if decided_as_proposed || !self.proposed.contains(&round) {
+            self.vouch(round);
+        } else {
+            self.abandoned = true;
+        }
+        !self.abandoned
+    }
+
+    fn vouch(&mut self, round: i64) {
+        if round <= self.vouched_through {
+            return;
+        }
+        self.vouched_beyond.insert(round);
+        while self.vouched_beyond.remove(&(self.vouched_through + 1)) {
+            self.vouched_through += 1;
+        }
+    }
+
+    /// Whether [`RangeLeader::on_decided`] ended the leadership.
+    pub fn is_abandoned(&self) -> bool {
+        self.abandoned
+    }
+
+    /// The `chosen_through` an accept under [`RangeLeader::ballot`] may carry: the last of
+    /// the rounds, from the first one this leadership covered, that were all decided, under
+    /// the ballot with their bound values where the leader proposed. Every value accepted
+    /// under the ballot up to there is the chosen one: rounds before the leadership or
+    /// decided before it proposed there never see the ballot, and later proposals under it
+    /// at a round decided under it carry the chosen value again. `None` when no round is
+    /// vouched for yet.
+    pub fn chosen_through(&self) -> Option<i64> {
+        (self.vouched_through >= self.first).then_some(self.vouched_through)
     }
 }
 
@@ -421,5 +502,76 @@ mod tests {
         assert!(!leader.covers(3));
         assert_eq!(leader.propose(3, "c"), None);
         assert_eq!(leader.propose(4, "c"), Some("b"));
+    }
+
+    #[test]
+    fn chosen_through_covers_the_rounds_decided_under_the_ballot_without_a_gap() {
+        let mut leader = RangeLeader::new(b(4, "x"), 3, []);
+        for round in 3..6 {
+            leader.propose(round, "v");
+        }
+        assert_eq!(leader.chosen_through(), None);
+        assert!(leader.on_decided(4, &b(4, "x"), &"v"));
+        assert_eq!(leader.chosen_through(), None, "round 3 is still open");
+        assert!(leader.on_decided(3, &b(4, "x"), &"v"));
+        assert_eq!(leader.chosen_through(), Some(4));
+        assert!(leader.on_decided(3, &b(4, "x"), &"v"), "told twice");
+        assert!(leader.on_decided(5, &b(4, "x"), &"v"));
+        assert_eq!(leader.chosen_through(), Some(5));
+    }
+
+    #[test]
+    fn a_round_decided_under_another_ballot_ends_the_leadership() {
+        let mut leader = RangeLeader::new(b(4, "x"), 0, []);
+        leader.propose(0, "a");
+        leader.propose(1, "b");
+        assert!(leader.on_decided(0, &b(4, "x"), &"a"));
+        assert!(!leader.on_decided(1, &b(5, "y"), &"c"));
+        assert!(leader.is_abandoned());
+        assert_eq!(leader.propose(2, "d"), None);
+        assert_eq!(
+            leader.chosen_through(),
+            Some(0),
+            "round 1 is not vouched for"
+        );
+        assert!(
+            !leader.on_decided(2, &b(4, "x"), &"d"),
+            "abandoned for good"
+        );
+    }
+
+    #[test]
+    fn the_same_value_under_another_ballot_also_ends_the_leadership() {
+        // Another proposer may have adopted the value: the leader's own acceptance of it
+        // under its ballot was still not chosen.
+        let mut leader = RangeLeader::new(b(4, "x"), 0, []);
+        leader.propose(0, "a");
+        assert!(!leader.on_decided(0, &b(6, "y"), &"a"));
+        assert_eq!(leader.chosen_through(), None);
+    }
+
+    #[test]
+    fn a_round_decided_before_the_leader_proposed_there_is_closed_to_it() {
+        let mut leader = RangeLeader::new(b(4, "x"), 2, [(3, b(1, "y"), "reported")]);
+        assert!(leader.on_decided(1, &b(9, "z"), &"w"), "not covered");
+        assert!(leader.on_decided(2, &b(9, "z"), &"w"));
+        assert!(
+            leader.on_decided(3, &b(9, "z"), &"w"),
+            "bound but not proposed"
+        );
+        assert_eq!(leader.chosen_through(), Some(3));
+        assert_eq!(leader.propose(3, "own"), None);
+        assert_eq!(leader.propose(4, "own"), Some("own"));
+        assert!(!leader.is_abandoned());
+    }
+
+    #[test]
+    fn forgetting_a_round_never_lets_chosen_through_cover_it() {
+        let mut leader = RangeLeader::new(b(4, "x"), 0, []);
+        leader.propose(0, "a");
+        leader.propose(1, "b");
+        leader.forget_through(0);
+        assert!(leader.on_decided(1, &b(4, "x"), &"b"));
+        assert_eq!(leader.chosen_through(), None);
     }
 }
