@@ -207,11 +207,12 @@ fn lead(log: &mut Log, turn: &Turn) -> Result<Ballot> {
                     log.skip_to(held.decided_through);
                     continue;
                 }
-                // Rounds used under the ballot that this node has not recorded yet.
-                if log.catch_up(held.next_round - 1)? >= held.next_round - 1 {
-                    continue;
-                }
             }
+            // Some round proposed under the ballot has no known outcome (its proposer stopped
+            // before `accept` saw it): if another ballot decided it, an acceptor may still
+            // hold this ballot's value there, which chosen_through must never mark. The
+            // ballot is given up, as `accept` would have done (found by the model check in
+            // paxos-core's learning_model.rs).
             turn.abdicate();
         }
         let (_, promised) = catalog::leader(&log.group)?;
