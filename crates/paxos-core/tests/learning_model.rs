@@ -42,10 +42,12 @@
 //!
 //! Debug builds run the small variants and the negative tests; the others run in release.
 
+mod checking;
+
 use std::borrow::Cow;
 use std::collections::BTreeSet;
-use std::time::Instant;
 
+use checking::check;
 use paxos_core::{
     accept_batch, decided_by_reports, majority, mark_chosen_through, prepare_from, AcceptReply,
     Acceptor, Ballot, BatchReply, Command, PrepareFrom, PrepareReply, Proposer, RangeLeader,
@@ -939,12 +941,7 @@ impl Checked {
             .filter(|env| self.is_dead(&state, env))
             .map(|env| env.to_cloned_msg())
             .collect();
-        let Network::UnorderedNonDuplicating(multiset) = &mut state.network else {
-            unreachable!("the model uses a non-duplicating network")
-        };
-        for env in &dead {
-            multiset.remove(env);
-        }
+        checking::remove(&mut state.network, &dead);
         state
     }
 }
@@ -1036,20 +1033,6 @@ impl Model for Checked {
         }
         properties
     }
-}
-
-fn check(name: &str, model: Checked) -> usize {
-    let started = Instant::now();
-    let checker = model.checker().threads(2).spawn_bfs().join();
-    checker.assert_properties();
-    let states = checker.unique_state_count();
-    println!(
-        "{name}: {states} unique states, {} generated, max depth {}, {:?}",
-        checker.state_count(),
-        checker.max_depth(),
-        started.elapsed()
-    );
-    states
 }
 
 /// A scenario: a name for the output, both proposers' plans, the acceptors acceptor 0's

@@ -16,10 +16,12 @@
 //! The variants with retries or loss take 10-25 s each in release builds and run only there;
 //! debug builds run the others (about 20 s) and the negative test.
 
+mod checking;
+
 use std::borrow::Cow;
 use std::collections::BTreeSet;
-use std::time::Instant;
 
+use checking::check;
 use paxos_core::{AcceptReply, Acceptor, Ballot, Command, PrepareReply, Proposer};
 use stateright::actor::{
     model_timeout, Actor, ActorModel, ActorModelAction, ActorModelState, Envelope, Id,
@@ -449,20 +451,7 @@ impl Checked {
             .filter(|env| is_dead(&state, env))
             .map(|env| env.to_cloned_msg())
             .collect();
-        match &mut state.network {
-            Network::UnorderedDuplicating(set, last) => {
-                *last = None;
-                for env in &dead {
-                    set.remove(env);
-                }
-            }
-            Network::UnorderedNonDuplicating(multiset) => {
-                for env in &dead {
-                    multiset.remove(env);
-                }
-            }
-            Network::Ordered(_) => unreachable!("the model uses unordered networks"),
-        }
+        checking::remove(&mut state.network, &dead);
         state
     }
 }
@@ -517,20 +506,6 @@ impl Model for Checked {
             }),
         ]
     }
-}
-
-fn check(name: &str, model: Checked) -> usize {
-    let started = Instant::now();
-    let checker = model.checker().threads(2).spawn_bfs().join();
-    checker.assert_properties();
-    let states = checker.unique_state_count();
-    println!(
-        "{name}: {states} unique states, {} generated, max depth {}, {:?}",
-        checker.state_count(),
-        checker.max_depth(),
-        started.elapsed()
-    );
-    states
 }
 
 // The pinned state counts are tripwires: they change whenever the protocol's observable

@@ -29,10 +29,12 @@
 //!
 //! Debug builds run the small variants and the negative tests; the others run in release.
 
+mod checking;
+
 use std::borrow::Cow;
 use std::collections::BTreeSet;
-use std::time::Instant;
 
+use checking::check;
 use paxos_core::{
     accept_batch, prepare_from, AcceptReply, Acceptor, Ballot, BatchReply, Command, PrepareFrom,
     PrepareReply, Proposer, RangeLeader, RangePromise,
@@ -680,20 +682,7 @@ impl Checked {
             .filter(|env| self.is_dead(&state, env))
             .map(|env| env.to_cloned_msg())
             .collect();
-        match &mut state.network {
-            Network::UnorderedDuplicating(set, last) => {
-                *last = None;
-                for env in &dead {
-                    set.remove(env);
-                }
-            }
-            Network::UnorderedNonDuplicating(multiset) => {
-                for env in &dead {
-                    multiset.remove(env);
-                }
-            }
-            Network::Ordered(_) => unreachable!("the model uses unordered networks"),
-        }
+        checking::remove(&mut state.network, &dead);
         state
     }
 }
@@ -755,20 +744,6 @@ impl Model for Checked {
             }),
         ]
     }
-}
-
-fn check(name: &str, model: Checked) -> usize {
-    let started = Instant::now();
-    let checker = model.checker().threads(2).spawn_bfs().join();
-    checker.assert_properties();
-    let states = checker.unique_state_count();
-    println!(
-        "{name}: {states} unique states, {} generated, max depth {}, {:?}",
-        checker.state_count(),
-        checker.max_depth(),
-        started.elapsed()
-    );
-    states
 }
 
 /// Whether the checker finds a violation of `property`, and the violating state.
