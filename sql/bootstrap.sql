@@ -87,4 +87,15 @@ CREATE TABLE pgp_metadata.apply_errors (
     PRIMARY KEY (group_id, round_num)
 );
 
+-- Where each sequence of a replicated table (serial, identity) stood after the last
+-- committed apply. Sequences are not transactional; an apply that is rolled back and retried
+-- would draw new values, so the next apply first puts them back (src/replication/sequences.rs).
+CREATE TABLE pgp_metadata.sequences (
+    group_id text NOT NULL REFERENCES pgp_metadata."group" ON DELETE CASCADE,
+    seq regclass NOT NULL,
+    -- NULL: nextval was never called.
+    last_value bigint,
+    PRIMARY KEY (group_id, seq)
+);
+
 REVOKE ALL ON ALL TABLES IN SCHEMA pgp_metadata FROM PUBLIC;

@@ -48,6 +48,20 @@ pub enum PaxosError {
     /// A replicated write that failed the same way on every member.
     #[error("{message}")]
     Replayed { sqlstate: String, message: String },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("cannot use a mutable function in a write to a replicated table: {0}")]
+    NotDeterministic(String),
+    #[error(
+        "cannot write to a replicated table of paxos group \"{0}\" inside a transaction block"
+    )]
+    InTransactionBlock(String),
+    #[error("the snapshot of this statement predates writes to paxos group \"{group}\": it sees round {seen}, the group is at round {through}")]
+    StaleSnapshot {
+        group: String,
+        seen: i64,
+        through: i64,
+    },
     #[error("peer {connection} failed: {reason}")]
     Peer { connection: String, reason: String },
     #[error("pg_paxos catalog error: {0}")]
@@ -87,6 +101,11 @@ impl PaxosError {
             PaxosError::AlreadyReplicated { .. } => ERRCODE_DUPLICATE_OBJECT,
             PaxosError::ReplicaMismatch { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             PaxosError::Replayed { sqlstate, .. } => PgSqlErrorCode::from(packed(sqlstate)),
+            PaxosError::Unsupported(_) | PaxosError::NotDeterministic(_) => {
+                ERRCODE_FEATURE_NOT_SUPPORTED
+            }
+            PaxosError::InTransactionBlock(_) => ERRCODE_ACTIVE_SQL_TRANSACTION,
+            PaxosError::StaleSnapshot { .. } => ERRCODE_T_R_SERIALIZATION_FAILURE,
             PaxosError::Peer { .. } => ERRCODE_CONNECTION_EXCEPTION,
             PaxosError::Catalog(_) => ERRCODE_INTERNAL_ERROR,
         }
@@ -114,6 +133,19 @@ impl PaxosError {
             PaxosError::OutcomeUnknown { .. } => Some(
                 "Read the log (paxos_apply_log) to see whether the value was chosen before \
                  appending it again.",
+            ),
+            PaxosError::NotDeterministic(_) => Some(
+                "Compute the value in the client and pass it as a constant or parameter, or \
+                 have a superuser set pg_paxos.allow_mutable_functions.",
+            ),
+            PaxosError::InTransactionBlock(_) => Some(
+                "Each write to a replicated table is a log entry that commits on its own: run \
+                 it outside BEGIN ... COMMIT (a DO block or function called on its own may \
+                 make several).",
+            ),
+            PaxosError::StaleSnapshot { .. } => Some(
+                "Retry the transaction: its first statement takes a snapshot after this \
+                 node has applied the log.",
             ),
             PaxosError::InvalidConnection { .. } => Some(
                 "Use a libpq key=value connection string such as 'host=10.0.0.1 port=5432 \

@@ -196,6 +196,8 @@ pub fn leave(group: &str) -> Result<i64> {
         )?
     };
     catalog::delete_group(group)?;
+    // Its tables are no longer replicated: every backend looks them up again.
+    crate::replication::registry::invalidate(None);
     node::forget(group);
     peers::forget_all();
     Ok(round)

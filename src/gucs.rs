@@ -1,10 +1,23 @@
 //! Every pg_paxos setting: a private static, its registration, and one accessor each.
 use std::ffi::CStr;
 
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
+
+/// What a read of a replicated table sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PostgresGucEnum)]
+pub enum Consistency {
+    /// Every write acknowledged before the statement began.
+    #[name = c"strong"]
+    Strong,
+    /// What this node has applied.
+    #[name = c"optimistic"]
+    Optimistic,
+}
 
 static NODE_ID: GucSetting<Option<std::ffi::CString>> =
     GucSetting::<Option<std::ffi::CString>>::new(None);
+static CONSISTENCY: GucSetting<Consistency> = GucSetting::<Consistency>::new(Consistency::Strong);
+static ALLOW_MUTABLE_FUNCTIONS: GucSetting<bool> = GucSetting::<bool>::new(false);
 static REQUEST_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(2000);
 
 pub fn init() {
@@ -14,6 +27,25 @@ pub fn init() {
         c"Must be unique among the members of every group this node belongs to.",
         &NODE_ID,
         GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"pg_paxos.consistency_model",
+        c"What reads of replicated tables see: strong or optimistic.",
+        c"strong applies the group's log through its highest accepted round before the \
+          statement reads (a round trip to a majority); optimistic reads what this node has \
+          applied.",
+        &CONSISTENCY,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_paxos.allow_mutable_functions",
+        c"Lets writes to replicated tables call functions that are not immutable.",
+        c"Such functions (now(), random(), ...) run on every member and may give each a \
+          different result: the members' tables can then differ.",
+        &ALLOW_MUTABLE_FUNCTIONS,
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
@@ -40,4 +72,12 @@ pub fn node_id() -> String {
 
 pub fn request_timeout() -> std::time::Duration {
     std::time::Duration::from_millis(REQUEST_TIMEOUT_MS.get().max(1) as u64)
+}
+
+pub fn consistency() -> Consistency {
+    CONSISTENCY.get()
+}
+
+pub fn allow_mutable_functions() -> bool {
+    ALLOW_MUTABLE_FUNCTIONS.get()
 }

@@ -39,7 +39,7 @@ pub extern "C-unwind" fn _PG_init() {
     }
     gucs::init();
     node::init();
-    replication::guard::init();
+    replication::init();
 }
 
 #[cfg(test)]

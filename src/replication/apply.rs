@@ -5,6 +5,7 @@ use crate::error::{PaxosError, Result};
 use crate::ids;
 use crate::messages::{Decision, Entry, EntryKind};
 use crate::multipaxos::Log;
+use crate::replication::sequences;
 use crate::replication::statement::{self, Ran, Statement};
 use crate::replication::tables::{self, Replicate};
 
@@ -14,7 +15,7 @@ const BATCH: i64 = 1000;
 /// Makes every round up to `through` known here and applies it; returns the applied
 /// position. Rounds are learned from the members, or decided when abandoned.
 pub fn apply_through(group: &str, proposer: &str, through: i64) -> Result<i64> {
-    let applied = catalog::lock_applied(group)?;
+    let applied = lock_applied(group)?;
     if through <= applied {
         return Ok(applied);
     }
@@ -49,7 +50,16 @@ pub fn apply_through(group: &str, proposer: &str, through: i64) -> Result<i64> {
         }
     }
     catalog::set_applied(group, through)?;
+    sequences::record(group)?;
     Ok(through)
+}
+
+/// Locks the applied position of `group` until the end of the transaction, and puts its
+/// sequences back where the last committed apply left them; returns the position.
+pub fn lock_applied(group: &str) -> Result<i64> {
+    let applied = catalog::lock_applied(group)?;
+    sequences::restore(group)?;
+    Ok(applied)
 }
 
 /// See `paxos_apply_and_append`.
@@ -108,6 +118,6 @@ fn apply_round(group: &str, decision: &Decision) -> Result<()> {
 /// Whether every member running the same entry on the same rows fails the same way: data
 /// exceptions (class 22) and integrity violations (class 23), except foreign keys, whose
 /// referenced table may not be replicated.
-fn same_everywhere(sqlstate: &str) -> bool {
+pub fn same_everywhere(sqlstate: &str) -> bool {
     sqlstate.starts_with("22") || (sqlstate.starts_with("23") && sqlstate != "23503")
 }

@@ -1,16 +1,24 @@
-//! Keeps changes to replicated tables on the log: an INSERT, UPDATE, DELETE or MERGE whose
-//! target is a replicated table, run anywhere but in the applier, is refused after the
-//! executor checked its privileges and before it changes a row; so are TRUNCATE, COPY FROM,
-//! ALTER TABLE, renaming, CREATE INDEX and DROP TABLE on one. Until they are captured
-//! transparently, they go through `paxos_apply_and_append`; a change made on one member only
-//! would make the members diverge for good (a unique index on one member only, say, makes
-//! writes fail there alone).
+//! The hooks through which replicated tables are kept on the log.
+//!
+//! - planner: writes to replicated tables are checked and deparsed (`capture::plan`);
+//! - ExecutorStart: such writes are appended and run as their round's apply
+//!   (`capture::start`); reads of replicated tables are fenced (`reads::fence`);
+//! - ExecutorRun / ExecutorFinish: how a captured write ended (`outcome`);
+//! - ProcessUtility: TRUNCATE, COPY FROM, ALTER TABLE, renaming, CREATE INDEX and DROP TABLE
+//!   on a replicated table are refused; a change made on one member only would make the
+//!   members diverge for good (a unique index on one member only, say, makes writes fail
+//!   there alone). They can run on every member through `paxos_apply_and_append`.
 use std::cell::Cell;
+
+use super::{capture, outcome, reads, registry};
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+static mut PREV_PLANNER: pg_sys::planner_hook_type = None;
 static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
+static mut PREV_EXECUTOR_RUN: pg_sys::ExecutorRun_hook_type = None;
+static mut PREV_EXECUTOR_FINISH: pg_sys::ExecutorFinish_hook_type = None;
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
 
 thread_local! {
@@ -32,13 +40,19 @@ pub fn exempt<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Installs the executor hook; called from `_PG_init`.
+/// Installs the hooks; called from `_PG_init`.
 pub fn init() {
-    // SAFETY: the postmaster loads preloaded libraries once, single-threaded; the previous
-    // hook is kept and called first.
+    // SAFETY: the postmaster loads preloaded libraries once, single-threaded; each previous
+    // hook is kept and called.
     unsafe {
+        PREV_PLANNER = pg_sys::planner_hook;
+        pg_sys::planner_hook = Some(planner);
         PREV_EXECUTOR_START = pg_sys::ExecutorStart_hook;
         pg_sys::ExecutorStart_hook = Some(executor_start);
+        PREV_EXECUTOR_RUN = pg_sys::ExecutorRun_hook;
+        pg_sys::ExecutorRun_hook = Some(executor_run);
+        PREV_EXECUTOR_FINISH = pg_sys::ExecutorFinish_hook;
+        pg_sys::ExecutorFinish_hook = Some(executor_finish);
         PREV_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
         pg_sys::ProcessUtility_hook = Some(process_utility);
     }
@@ -59,10 +73,14 @@ unsafe extern "C-unwind" fn process_utility(
     // SAFETY: the hook contract: a valid utility statement; the previous hook or the
     // standard function runs it once this check passed.
     unsafe {
+        let node = (*statement).utilityStmt;
+        if !node.is_null() && (*node).type_ == pg_sys::NodeTag::T_TransactionStmt {
+            outcome::transaction_statement(node as *mut pg_sys::TransactionStmt);
+        }
         if !EXEMPT.with(Cell::get) {
             let (what, targets) = utility_targets((*statement).utilityStmt);
-            if !targets.is_empty() && extension_present() {
-                if let Some(table) = exempt(|| replicated_among(&targets)) {
+            if !targets.is_empty() {
+                if let Some(table) = replicated_among(&targets) {
                     ereport!(
                         ERROR,
                         PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
@@ -171,74 +189,121 @@ unsafe fn relation(rv: *mut pg_sys::RangeVar) -> pg_sys::Oid {
     }
 }
 
+/// The first of `tables` that some group replicates, by name.
+fn replicated_among(tables: &[pg_sys::Oid]) -> Option<String> {
+    tables
+        .iter()
+        .find(|t| registry::group_of(**t).is_some())
+        .map(|t| {
+            // SAFETY: a catalog lookup of an existing relation.
+            unsafe {
+                let name = pg_sys::get_rel_name(*t);
+                std::ffi::CStr::from_ptr(pg_sys::quote_identifier(name))
+                    .to_string_lossy()
+                    .into_owned()
+            }
+        })
+}
+
+/// Whether the hooks leave this backend alone: while it applies the log or does pg_paxos's
+/// own work, in parallel workers (their leader did the work), and in databases without
+/// pg_paxos.
+fn bypassed() -> bool {
+    // SAFETY: a plain global of the parallel machinery.
+    EXEMPT.with(Cell::get)
+        || unsafe { pg_sys::ParallelWorkerNumber >= 0 }
+        || !registry::extension_present()
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn planner(
+    parse: *mut pg_sys::Query,
+    query_string: *const std::ffi::c_char,
+    cursor_options: i32,
+    bound_params: pg_sys::ParamListInfo,
+) -> *mut pg_sys::PlannedStmt {
+    // SAFETY: the hook contract; the previous hook or the standard planner plans.
+    let plan = |parse| unsafe {
+        match PREV_PLANNER {
+            Some(prev) => prev(parse, query_string, cursor_options, bound_params),
+            None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
+        }
+    };
+    // SAFETY: an analysed Query.
+    let writes =
+        unsafe { (*parse).commandType != pg_sys::CmdType::CMD_SELECT || (*parse).hasModifyingCTE };
+    if !writes || bypassed() {
+        return plan(parse);
+    }
+    capture::plan(parse, plan)
+}
+
 #[pg_guard]
 unsafe extern "C-unwind" fn executor_start(query: *mut pg_sys::QueryDesc, eflags: i32) {
-    // SAFETY: the hook contract: query is a valid QueryDesc; the previous hook or the
-    // standard function initializes it (and checks privileges) first.
+    let explain_only = eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0;
+    if !explain_only && !bypassed() {
+        let result = match capture::target_group(query) {
+            Some(group) => capture::start(query, &group).map(|_| ()),
+            None => reads::fence(query),
+        };
+        if let Err(error) = result {
+            error.raise();
+        }
+    }
+    // SAFETY: the hook contract: the previous hook or the standard function starts it.
     unsafe {
         match PREV_EXECUTOR_START {
             Some(prev) => prev(query, eflags),
             None => pg_sys::standard_ExecutorStart(query, eflags),
         }
-        if eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0 || EXEMPT.with(Cell::get) {
-            return;
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn executor_run(
+    query: *mut pg_sys::QueryDesc,
+    direction: pg_sys::ScanDirection::Type,
+    count: u64,
+    execute_once: bool,
+) {
+    // SAFETY: the hook contract: the previous hook or the standard function runs it.
+    let run = || unsafe {
+        match PREV_EXECUTOR_RUN {
+            Some(prev) => prev(query, direction, count, execute_once),
+            None => pg_sys::standard_ExecutorRun(query, direction, count, execute_once),
         }
-        let targets = result_relations(query);
-        if targets.is_empty() || !extension_present() {
-            return;
+    };
+    watched(query, run);
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn executor_finish(query: *mut pg_sys::QueryDesc) {
+    // SAFETY: the hook contract: the previous hook or the standard function finishes it.
+    let finish = || unsafe {
+        match PREV_EXECUTOR_FINISH {
+            Some(prev) => prev(query),
+            None => pg_sys::standard_ExecutorFinish(query),
         }
-        if let Some(table) = exempt(|| replicated_among(&targets)) {
-            ereport!(
-                ERROR,
-                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                format!("cannot write to replicated table {table} directly"),
-                "Writes to replicated tables go through the log: use paxos_apply_and_append()."
-            );
+    };
+    watched(query, finish);
+    if let Some(group) = outcome::finished(query) {
+        // What the statement drew from the table's sequences is part of its round's apply.
+        let recorded = super::privileged(|| exempt(|| super::sequences::record(&group)));
+        if let Err(error) = recorded {
+            error.raise();
         }
     }
 }
 
-/// The OIDs of the tables the statement writes to (including writable CTEs).
-unsafe fn result_relations(query: *mut pg_sys::QueryDesc) -> Vec<pg_sys::Oid> {
-    // SAFETY: after ExecutorStart, estate lists the result relations it opened.
-    unsafe {
-        let estate = (*query).estate;
-        if estate.is_null() {
-            return Vec::new();
-        }
-        let list = (*estate).es_opened_result_relations;
-        if list.is_null() {
-            return Vec::new();
-        }
-        (0..(*list).length as usize)
-            .map(|i| {
-                let info = (*(*list).elements.add(i)).ptr_value as *mut pg_sys::ResultRelInfo;
-                (*(*info).ri_RelationDesc).rd_id
-            })
-            .collect()
+/// Runs `step` of `query`; when `query` is a captured write, notes how an error ended it.
+fn watched(query: *mut pg_sys::QueryDesc, step: impl FnOnce()) {
+    if !outcome::is_running(query) {
+        return step();
     }
-}
-
-/// Whether this database has pg_paxos's list of replicated tables (not while the extension
-/// is being created: its own script runs through these hooks).
-fn extension_present() -> bool {
-    // SAFETY: catalog lookups by name that return InvalidOid when missing.
-    unsafe {
-        let schema = pg_sys::get_namespace_oid(c"pgp_metadata".as_ptr(), true);
-        schema != pg_sys::Oid::INVALID
-            && pg_sys::get_relname_relid(c"replicated_tables".as_ptr(), schema)
-                != pg_sys::Oid::INVALID
-    }
-}
-
-/// The first of `tables` that some group replicates, by name.
-fn replicated_among(tables: &[pg_sys::Oid]) -> Option<String> {
-    Spi::get_one_with_args::<String>(
-        "SELECT format('%I.%I', schema_name, table_name) FROM pgp_metadata.replicated_tables \
-         WHERE pg_catalog.to_regclass(format('%I.%I', schema_name, table_name)) = ANY($1) \
-         LIMIT 1",
-        &[tables.to_vec().into()],
-    )
-    .ok()
-    .flatten()
+    pg_sys::PgTryBuilder::new(std::panic::AssertUnwindSafe(step))
+        .catch_others(|error| {
+            outcome::failed(query, &super::statement::sqlstate(&error));
+            error.rethrow()
+        })
+        .execute()
 }

@@ -31,14 +31,6 @@ pub struct Statement {
     pub search_path: String,
 }
 
-/// Settings that make text I/O of values identical on every member.
-const PINNED: [(&str, &str); 4] = [
-    ("datestyle", "ISO"),
-    ("intervalstyle", "postgres"),
-    ("extra_float_digits", "3"),
-    ("standard_conforming_strings", "on"),
-];
-
 impl Statement {
     /// `sql` as the current user would run it now.
     pub fn by_current_user(sql: &str) -> Result<Statement> {
@@ -66,56 +58,81 @@ pub enum Ran {
 /// statement succeeded, and rolled back otherwise.
 pub fn run(statement: &Statement, keep: bool) -> Result<Ran> {
     let role = CString::new(statement.role.as_str()).map_err(|_| invalid("role name"))?;
-    let search_path =
-        CString::new(statement.search_path.as_str()).map_err(|_| invalid("search_path"))?;
-    let sql = statement.sql.clone();
-    let params = statement.params.clone();
-    // SAFETY: the pattern of PL/pgSQL's exception blocks (pl_exec.c): remember the memory
-    // context and resource owner, start a subtransaction, and on the way out release or roll
-    // it back and restore both. Role and settings changes are undone by the rollback, or
-    // explicitly (AtEOXact_GUC, SetUserIdAndSecContext) before a release.
-    unsafe {
-        let context = pg_sys::CurrentMemoryContext;
-        let owner = pg_sys::CurrentResourceOwner;
-        pg_sys::BeginInternalSubTransaction(std::ptr::null());
-        pg_sys::MemoryContextSwitchTo(context);
-        let outcome = PgTryBuilder::new(|| {
+    // pg_catalog first: names the deparser left unqualified are pg_catalog's.
+    let search_path = format!("pg_catalog, {}", statement.search_path);
+    let outcome = subtransaction(keep, || {
+        // SAFETY: the role change is undone below, or by the subtransaction's rollback.
+        unsafe {
             let (mut user, mut security) = (pg_sys::Oid::INVALID, 0);
             pg_sys::GetUserIdAndSecContext(&mut user, &mut security);
             let author = pg_sys::get_role_oid(role.as_ptr(), false);
             let nest = pg_sys::NewGUCNestLevel();
-            pin("search_path", &search_path);
-            for (name, value) in PINNED {
-                pin(name, &CString::new(value).unwrap_or_default());
+            super::pin("search_path", &search_path);
+            for (name, value) in super::PINNED_IO {
+                super::pin(name, value);
             }
             pg_sys::SetUserIdAndSecContext(
                 author,
                 security | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
             );
-            let rows = super::guard::exempt(|| execute(&sql, &params));
+            let rows = super::guard::exempt(|| execute(&statement.sql, &statement.params));
             pg_sys::SetUserIdAndSecContext(user, security);
             pg_sys::AtEOXact_GUC(true, nest);
-            Ok(rows)
-        })
-        .catch_others(|error| Err(Box::new(error)))
-        .execute();
-        match outcome {
-            Ok(rows) if keep => {
-                pg_sys::ReleaseCurrentSubTransaction();
-                restore(context, owner);
-                rows.map(|()| Ran::Done)
-            }
-            Ok(rows) => {
-                pg_sys::RollbackAndReleaseCurrentSubTransaction();
-                restore(context, owner);
-                rows.map(|()| Ran::Done)
-            }
-            Err(error) => {
-                pg_sys::RollbackAndReleaseCurrentSubTransaction();
-                restore(context, owner);
-                Ok(Ran::Failed(error))
-            }
+            rows
         }
+    });
+    match outcome {
+        Ok(rows) => rows.map(|()| Ran::Done),
+        Err(error) => Ok(Ran::Failed(error)),
+    }
+}
+
+/// Checks that `sql`, with parameters of types `types` (`$1` first), parses and analyses,
+/// as it will when members run it, without running it.
+pub fn check_parses(
+    sql: &str,
+    types: &[pg_sys::Oid],
+    search_path: &str,
+) -> std::result::Result<(), Box<CaughtError>> {
+    let sql = CString::new(sql).unwrap_or_default();
+    let mut types = types.to_vec();
+    subtransaction(false, || {
+        super::with_pinned_io(search_path, || {
+            // SAFETY: SPI inside a subtransaction that is rolled back; SPI_prepare only parses
+            // and analyses (planning happens when a plan runs), raising any error.
+            unsafe {
+                pg_sys::SPI_connect();
+                pg_sys::SPI_prepare(sql.as_ptr(), types.len() as i32, types.as_mut_ptr());
+                pg_sys::SPI_finish();
+            }
+        })
+    })
+}
+
+/// Runs `f` in a subtransaction, kept when `keep` and `f` succeeded and rolled back
+/// otherwise; an error `f` raises is returned, not raised.
+pub fn subtransaction<R>(
+    keep: bool,
+    f: impl FnOnce() -> R,
+) -> std::result::Result<R, Box<CaughtError>> {
+    // SAFETY: the pattern of PL/pgSQL's exception blocks (pl_exec.c): remember the memory
+    // context and resource owner, start a subtransaction, and on the way out release or roll
+    // it back and restore both.
+    unsafe {
+        let context = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(context);
+        let outcome = PgTryBuilder::new(std::panic::AssertUnwindSafe(|| Ok(f())))
+            .catch_others(|error| Err(Box::new(error)))
+            .execute();
+        if keep && outcome.is_ok() {
+            pg_sys::ReleaseCurrentSubTransaction();
+        } else {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        }
+        restore(context, owner);
+        outcome
     }
 }
 
@@ -124,24 +141,6 @@ unsafe fn restore(context: pg_sys::MemoryContext, owner: pg_sys::ResourceOwner) 
     unsafe {
         pg_sys::MemoryContextSwitchTo(context);
         pg_sys::CurrentResourceOwner = owner;
-    }
-}
-
-/// Sets `name` for the current GUC nest level only.
-unsafe fn pin(name: &str, value: &CString) {
-    let name = CString::new(name).unwrap_or_default();
-    // SAFETY: valid C strings; errors are raised as PostgreSQL errors (elevel ERROR).
-    unsafe {
-        pg_sys::set_config_option(
-            name.as_ptr(),
-            value.as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            pgrx::PgLogLevel::ERROR as i32,
-            false,
-        );
     }
 }
 

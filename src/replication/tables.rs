@@ -126,7 +126,15 @@ pub fn apply(group: &str, round: i64, payload: &Replicate) -> Result<()> {
             ),
         });
     }
-    catalog::add_replicated(group, &payload.schema, &payload.table, round)
+    catalog::add_replicated(group, &payload.schema, &payload.table, round)?;
+    // Every backend looks the table up again, and plans of writes to it are made again
+    // (this time capturing them), once this transaction commits.
+    let oid = Spi::get_one_with_args::<pg_sys::Oid>(
+        "SELECT pg_catalog.to_regclass($1)::oid",
+        &[table.as_str().into()],
+    )?;
+    super::registry::invalidate(oid);
+    Ok(())
 }
 
 /// Schema, name, relkind of `table`, whether the current user owns it (or is superuser), and

@@ -122,3 +122,85 @@ where
         }
     }
 }
+
+/// Applies the whole log on every member, then compares every replicated table row for row,
+/// and the recorded positions of their sequences.
+pub async fn assert_replicas_identical(clients: &[Client]) {
+    let tables: Vec<String> = clients[0]
+        .query(
+            "SELECT format('%I.%I', schema_name, table_name) FROM pgp_metadata.replicated_tables \
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("list replicated tables")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for client in clients {
+        client
+            .query_one(
+                "SELECT paxos_apply_log('test', $1, paxos_max_group_round($1))",
+                &[&GROUP],
+            )
+            .await
+            .expect("apply the log");
+    }
+    let mut queries: Vec<String> = tables
+        .iter()
+        .map(|t| format!("SELECT t::text FROM {t} t ORDER BY 1"))
+        .collect();
+    queries.push(
+        "SELECT seq::text || '=' || coalesce(last_value::text, 'unused') \
+         FROM pgp_metadata.sequences ORDER BY 1"
+            .into(),
+    );
+    for query in queries {
+        let mut first: Option<Vec<String>> = None;
+        for (node, client) in clients.iter().enumerate() {
+            let rows: Vec<String> = client
+                .query(query.as_str(), &[])
+                .await
+                .unwrap_or_else(|e| panic!("{query}: {e}"))
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            match &first {
+                None => first = Some(rows),
+                Some(expected) => assert_eq!(&rows, expected, "node {node} differs: {query}"),
+            }
+        }
+    }
+}
+
+/// The SQLSTATE of a failed statement, if it failed.
+pub fn sqlstate<T>(result: &Result<T, tokio_postgres::Error>) -> Option<String> {
+    result
+        .as_ref()
+        .err()
+        .and_then(|e| e.as_db_error().map(|d| d.code().code().to_owned()))
+}
+
+pub async fn create_everywhere(clients: &[Client], ddl: &str) {
+    for client in clients {
+        client.batch_execute(ddl).await.expect(ddl);
+    }
+}
+
+pub async fn replicate(client: &Client, table: &str) -> Result<i64, tokio_postgres::Error> {
+    client
+        .query_one(
+            "SELECT paxos_replicate_table($1, $2::text::regclass)",
+            &[&GROUP, &table],
+        )
+        .await
+        .map(|row| row.get(0))
+}
+
+pub async fn log_length(client: &Client) -> i64 {
+    client
+        .query_one("SELECT count(*) FROM pgp_metadata.round", &[])
+        .await
+        .unwrap()
+        .get(0)
+}

@@ -1,0 +1,82 @@
+//! Which group, if any, replicates a relation. The hooks ask for every relation of every
+//! statement, so the answer is looked up once per relation and backend, and forgotten when
+//! the relation's relcache entry is invalidated: applying a replicate entry invalidates the
+//! table on every member when its transaction commits, and leaving a group invalidates all.
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use super::privileged;
+
+thread_local! {
+    static GROUPS: RefCell<HashMap<pg_sys::Oid, Option<String>>> = RefCell::new(HashMap::new());
+}
+
+/// Registers the invalidation callback; called from `_PG_init`.
+pub fn init() {
+    // SAFETY: registration from _PG_init, before any backend work.
+    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(forget), pg_sys::Datum::from(0)) }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn forget(_arg: pg_sys::Datum, relation: pg_sys::Oid) {
+    GROUPS.with(|groups| {
+        let mut groups = groups.borrow_mut();
+        if relation == pg_sys::Oid::INVALID {
+            groups.clear();
+        } else {
+            groups.remove(&relation);
+        }
+    });
+}
+
+/// The group replicating `relation`, or None.
+pub fn group_of(relation: pg_sys::Oid) -> Option<String> {
+    // System catalogs are never replicated; they are looked up constantly.
+    if u32::from(relation) < pg_sys::FirstNormalObjectId || !extension_present() {
+        return None;
+    }
+    if let Some(known) = GROUPS.with(|g| g.borrow().get(&relation).cloned()) {
+        return known;
+    }
+    let group = privileged(|| super::guard::exempt(|| lookup(relation)));
+    GROUPS.with(|g| g.borrow_mut().insert(relation, group.clone()));
+    group
+}
+
+/// Makes every backend look relations up again after this transaction commits.
+pub fn invalidate(relation: Option<pg_sys::Oid>) {
+    // SAFETY: queues a transactional invalidation message.
+    unsafe {
+        match relation {
+            Some(oid) => pg_sys::CacheInvalidateRelcacheByRelid(oid),
+            None => pg_sys::CacheInvalidateRelcacheAll(),
+        }
+    }
+}
+
+fn lookup(relation: pg_sys::Oid) -> Option<String> {
+    Spi::get_one_with_args::<String>(
+        "SELECT r.group_id FROM pgp_metadata.replicated_tables r \
+         JOIN pg_catalog.pg_class c ON c.relname = r.table_name \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace AND n.nspname = r.schema_name \
+         WHERE c.oid = $1",
+        &[relation.into()],
+    )
+    .ok()
+    .flatten()
+}
+
+/// Whether this database has pg_paxos's list of replicated tables (not while the extension
+/// is being created: its own script runs through these hooks).
+pub fn extension_present() -> bool {
+    // SAFETY: catalog lookups by name that return InvalidOid when missing.
+    unsafe {
+        let schema = pg_sys::get_namespace_oid(c"pgp_metadata".as_ptr(), true);
+        schema != pg_sys::Oid::INVALID
+            && pg_sys::get_relname_relid(c"replicated_tables".as_ptr(), schema)
+                != pg_sys::Oid::INVALID
+    }
+}
