@@ -124,6 +124,10 @@ pub fn join(group: &str, existing: &str, own: &str) -> Result<i64> {
     let joined: MembershipResponse = call(existing, "paxos_change_membership", &change)?;
     copy_log(group, existing, own, joined.round)
         .and_then(|()| catalog::set_leader(group, joined.leader.as_deref()))
+        // Replaying the log from its start gives this node the replicated tables' rows (and
+        // checks that the tables exist here and held the same rows when they were
+        // replicated), as every member has them at the join round.
+        .and_then(|()| crate::replication::apply::apply_through(group, "join", joined.round))
         .map_err(|error| {
             let undo = MembershipRequest {
                 kind: EntryKind::Leave,
@@ -143,9 +147,10 @@ pub fn join(group: &str, existing: &str, own: &str) -> Result<i64> {
     Ok(joined.round)
 }
 
-/// Copies the log up to `through` from `existing` into this node's catalog.
+/// Copies the log up to `through` from `existing` into this node's catalog; none of it is
+/// applied yet.
 fn copy_log(group: &str, existing: &str, own: &str, through: i64) -> Result<()> {
-    catalog::insert_group(group, own, through)?;
+    catalog::insert_group(group, own, -1)?;
     node::forget(group);
     let mut from = 0;
     while from <= through {

@@ -521,6 +521,28 @@ async fn a_write_whose_outcome_cannot_be_reported_gets_40003_and_takes_effect() 
         "{duplicate:?}"
     );
 
+    // A member whose own write fails rolls back the entries it applied first; the
+    // sequences they advanced are put back, so it draws the same keys when it applies them
+    // again (before the fix, node 2 numbered these rows 3 and 4).
+    let c = &clients[2];
+    a.batch_execute(
+        "INSERT INTO serials (v) VALUES ('s1'), ('s2'); INSERT INTO locks VALUES ('dup', 'a')",
+    )
+    .await
+    .unwrap();
+    let lost = c
+        .batch_execute("INSERT INTO locks VALUES ('dup', 'c')")
+        .await;
+    assert_eq!(sqlstate(&lost).as_deref(), Some("23505"), "{lost:?}");
+    assert_eq!(
+        texts(
+            c,
+            "SELECT string_agg(id || v, ',' ORDER BY id) FROM serials"
+        )
+        .await,
+        ["1s1,2s2"]
+    );
+
     let everywhere = "SELECT k || ':' || v FROM kv ORDER BY k";
     for client in &clients {
         assert_eq!(

@@ -298,3 +298,91 @@ async fn ddl_and_copy_on_a_replicated_table_go_through_the_log_or_are_refused() 
     assert_identical(&rows);
     assert_replicas_identical(&clients).await;
 }
+
+/// A node that joins after tables were replicated replays the log from its start: it must
+/// have the tables (a clear error, and no half-joined member, otherwise), and then holds the
+/// same rows as every member and captures writes like them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_joiner_replays_the_log_into_its_replicated_tables() {
+    let cluster = start("latejoin", 3);
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let client = connect(&cluster, i).await;
+        client
+            .batch_execute("CREATE EXTENSION pg_paxos")
+            .await
+            .unwrap();
+        clients.push(client);
+    }
+    let conn = |i: usize| cluster.node(i).connstr();
+    clients[0]
+        .execute("SELECT paxos_create_group($1, $2)", &[&GROUP, &conn(0)])
+        .await
+        .unwrap();
+    let join = |i: usize| {
+        let client = &clients[i];
+        let (existing, own) = (conn(0), conn(i));
+        async move {
+            client
+                .query_one(
+                    "SELECT paxos_join_group($1, $2, $3)",
+                    &[&GROUP, &existing, &own],
+                )
+                .await
+                .map(|row| row.get::<_, i64>(0))
+        }
+    };
+    join(1).await.expect("node 1 joins");
+    create_everywhere(
+        &clients[..2],
+        "CREATE TABLE kv (k serial PRIMARY KEY, v text)",
+    )
+    .await;
+    replicate(&clients[0], "kv").await.expect("replicate");
+    for v in ["one", "two", "three"] {
+        clients[1]
+            .execute("INSERT INTO kv (v) VALUES ($1)", &[&v])
+            .await
+            .unwrap();
+    }
+
+    let missing = join(2).await;
+    assert_eq!(sqlstate(&missing).as_deref(), Some("55000"), "{missing:?}");
+    let message = missing
+        .unwrap_err()
+        .as_db_error()
+        .unwrap()
+        .message()
+        .to_owned();
+    assert!(message.contains("does not exist on this node"), "{message}");
+    let members: i64 = clients[0]
+        .query_one(
+            "SELECT count(*) FROM pgp_metadata.host WHERE group_id = $1 AND max_round IS NULL",
+            &[&GROUP],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(members, 2, "the failed join left no member behind");
+
+    clients[2]
+        .batch_execute("CREATE TABLE kv (k serial PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    join(2).await.expect("node 2 joins once it has the table");
+    let rows: Vec<String> = clients[2]
+        .query("SELECT k || v FROM kv ORDER BY k", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(rows, ["1one", "2two", "3three"]);
+    let inserted: i32 = clients[2]
+        .query_one("INSERT INTO kv (v) VALUES ('four') RETURNING k", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(inserted, 4, "the joiner's sequence follows the log");
+    assert_replicas_identical(&clients).await;
+}

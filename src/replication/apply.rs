@@ -98,11 +98,14 @@ fn apply_round(group: &str, decision: &Decision) -> Result<()> {
                 Ran::Done => Ok(()),
                 Ran::Failed(error) => {
                     let code = statement::sqlstate(&error);
+                    let message = statement::message(&error);
                     if !same_everywhere(&code) {
                         // Transient, or needs an operator: stop before this entry.
-                        (*error).rethrow();
+                        return Err(PaxosError::Replayed {
+                            sqlstate: code,
+                            message: format!("cannot apply round {}: {message}", decision.round),
+                        });
                     }
-                    let message = statement::message(&error);
                     catalog::record_apply_error(group, decision.round, &code, &message)
                 }
             }
