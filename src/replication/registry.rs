@@ -22,6 +22,7 @@ pub fn init() {
 
 #[pg_guard]
 unsafe extern "C-unwind" fn forget(_arg: pg_sys::Datum, relation: pg_sys::Oid) {
+    super::sequences::forget();
     GROUPS.with(|groups| {
         let mut groups = groups.borrow_mut();
         if relation == pg_sys::Oid::INVALID {

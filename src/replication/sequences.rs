@@ -6,31 +6,59 @@
 //! member's keys would drift from the others'. So the sequences' positions are recorded in
 //! the transaction that applies, and whoever locks the applied position next first puts each
 //! sequence back where the last committed apply left it.
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::error::Result;
 
-/// The sequences owned by a column of one of the group's replicated tables.
-const OWNED: &str = "SELECT d.objid::pg_catalog.regclass AS seq \
-     FROM pgp_metadata.replicated_tables r \
-     JOIN pg_catalog.pg_namespace n ON n.nspname = r.schema_name \
-     JOIN pg_catalog.pg_class t ON t.relnamespace = n.oid AND t.relname = r.table_name \
-     JOIN pg_catalog.pg_depend d ON d.refobjid = t.oid \
-      AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
-      AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.deptype IN ('a', 'i') \
-     JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
-     WHERE r.group_id = $1";
+thread_local! {
+    /// The sequences of each group's tables, as last looked up; forgotten with the relcache
+    /// (see `registry`), since only DDL on the tables changes them.
+    static OWNED: RefCell<HashMap<String, Vec<pg_sys::Oid>>> = RefCell::new(HashMap::new());
+}
+
+/// Forgets the sequences looked up so far.
+pub fn forget() {
+    OWNED.with(|o| o.borrow_mut().clear());
+}
+
+/// The sequences owned by a column of one of `group`'s replicated tables.
+fn owned(group: &str) -> Result<Vec<pg_sys::Oid>> {
+    if let Some(known) = OWNED.with(|o| o.borrow().get(group).cloned()) {
+        return Ok(known);
+    }
+    let sequences = Spi::get_one_with_args::<Vec<pg_sys::Oid>>(
+        "SELECT coalesce(array_agg(d.objid), '{}') \
+         FROM pgp_metadata.replicated_tables r \
+         JOIN pg_catalog.pg_namespace n ON n.nspname = r.schema_name \
+         JOIN pg_catalog.pg_class t ON t.relnamespace = n.oid AND t.relname = r.table_name \
+         JOIN pg_catalog.pg_depend d ON d.refobjid = t.oid \
+          AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+          AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.deptype IN ('a', 'i') \
+         JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
+         WHERE r.group_id = $1",
+        &[group.into()],
+    )?
+    .unwrap_or_default();
+    OWNED.with(|o| o.borrow_mut().insert(group.to_owned(), sequences.clone()));
+    Ok(sequences)
+}
 
 /// Puts every sequence of `group` back to its recorded position. Call with the applied
 /// position locked.
 pub fn restore(group: &str) -> Result<()> {
+    if owned(group)?.is_empty() {
+        return Ok(());
+    }
     Spi::run_with_args(
-        "SELECT pg_catalog.setval(s.seq, COALESCE(s.last_value, p.seqstart), \
-                s.last_value IS NOT NULL) \
-         FROM pgp_metadata.sequences s \
-         JOIN pg_catalog.pg_sequence p ON p.seqrelid = s.seq \
-         WHERE s.group_id = $1 \
-           AND pg_catalog.pg_sequence_last_value(s.seq) IS DISTINCT FROM s.last_value",
+        "SELECT pg_catalog.setval(seq, coalesce(last_value, \
+                (SELECT seqstart FROM pg_catalog.pg_sequence WHERE seqrelid = seq)), \
+                last_value IS NOT NULL) \
+         FROM pgp_metadata.sequences \
+         WHERE group_id = $1 AND pg_catalog.pg_sequence_last_value(seq) IS DISTINCT FROM last_value",
         &[group.into()],
     )?;
     Ok(())
@@ -38,12 +66,17 @@ pub fn restore(group: &str) -> Result<()> {
 
 /// Records where every sequence of `group` stands, in the current transaction.
 pub fn record(group: &str) -> Result<()> {
-    let sql = format!(
+    let sequences = owned(group)?;
+    if sequences.is_empty() {
+        return Ok(());
+    }
+    Spi::run_with_args(
         "INSERT INTO pgp_metadata.sequences AS s (group_id, seq, last_value) \
-         SELECT $1, o.seq, pg_catalog.pg_sequence_last_value(o.seq) FROM ({OWNED}) o \
+         SELECT $1, o, pg_catalog.pg_sequence_last_value(o) \
+         FROM pg_catalog.unnest($2::pg_catalog.regclass[]) o \
          ON CONFLICT (group_id, seq) DO UPDATE SET last_value = excluded.last_value \
-         WHERE s.last_value IS DISTINCT FROM excluded.last_value"
-    );
-    Spi::run_with_args(&sql, &[group.into()])?;
+         WHERE s.last_value IS DISTINCT FROM excluded.last_value",
+        &[group.into(), sequences.into()],
+    )?;
     Ok(())
 }

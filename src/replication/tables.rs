@@ -134,6 +134,7 @@ pub fn apply(group: &str, round: i64, payload: &Replicate) -> Result<()> {
         &[table.as_str().into()],
     )?;
     super::registry::invalidate(oid);
+    super::sequences::forget();
     Ok(())
 }
 

@@ -1,6 +1,8 @@
-//! Benchmark of paxos_append on a 3-node loopback group, beside a plain local INSERT measured
-//! in the same run on the same machine. Prints throughput, latency percentiles and per-client
-//! counts (starvation shows there); every figure is the median of several runs.
+//! Benchmark of pg_paxos on a 3-node loopback group, beside a plain local INSERT measured in
+//! the same run on the same machine: paxos_append, a single-row INSERT into a replicated
+//! table, and the latency a strong read adds over a local read of the same table. Prints
+//! throughput, latency percentiles and per-client counts (starvation shows there); every
+//! figure is the median of several runs.
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,6 +46,13 @@ enum Workload {
     /// `paxos_append` from clients on a node that does not lead: each append goes to the
     /// leader and back.
     Forwarded,
+    /// A single-row INSERT into a replicated table, from clients spread like `Append`.
+    Replicated,
+    /// A one-row read of a replicated table on a node that does not lead, with
+    /// `pg_paxos.consistency_model = optimistic`: what this node has applied.
+    LocalRead,
+    /// The same read with the default, strong consistency.
+    StrongRead,
 }
 
 impl Workload {
@@ -52,6 +61,9 @@ impl Workload {
             Workload::PlainInsert => "plain",
             Workload::Append => "append",
             Workload::Forwarded => "forwarded",
+            Workload::Replicated => "replicated",
+            Workload::LocalRead => "local read",
+            Workload::StrongRead => "strong read",
         }
     }
 
@@ -59,6 +71,17 @@ impl Workload {
         match self {
             Workload::PlainInsert => "INSERT INTO plain_insert (v) VALUES ($1)",
             Workload::Append | Workload::Forwarded => "SELECT paxos_append('bench', 'bench', $1)",
+            Workload::Replicated => "INSERT INTO replicated_insert (v) VALUES ($1)",
+            Workload::LocalRead | Workload::StrongRead => {
+                "SELECT v FROM replicated_read WHERE k = 1 AND $1::text IS NOT NULL"
+            }
+        }
+    }
+
+    fn setup(self) -> &'static str {
+        match self {
+            Workload::LocalRead => "SET pg_paxos.consistency_model = optimistic",
+            _ => "SET pg_paxos.consistency_model = strong",
         }
     }
 
@@ -66,8 +89,10 @@ impl Workload {
     fn node(self, i: usize, leader: usize, nodes: usize) -> usize {
         match self {
             Workload::PlainInsert => leader,
-            Workload::Append => (leader + i) % nodes,
-            Workload::Forwarded => (leader + 1) % nodes,
+            Workload::Append | Workload::Replicated => (leader + i) % nodes,
+            Workload::Forwarded | Workload::LocalRead | Workload::StrongRead => {
+                (leader + 1) % nodes
+            }
         }
     }
 }
@@ -90,6 +115,7 @@ async fn measure(
         .enumerate()
         .map(|(i, client)| {
             tokio::spawn(async move {
+                client.batch_execute(workload.setup()).await?;
                 let statement = client.prepare(workload.sql()).await?;
                 let mut latencies = Vec::new();
                 while Instant::now() < deadline {
@@ -152,6 +178,25 @@ async fn run(args: Args) -> Result<()> {
     clients[leader]
         .batch_execute("CREATE TABLE plain_insert (id bigserial PRIMARY KEY, v text)")
         .await?;
+    for client in &clients {
+        client
+            .batch_execute(
+                "CREATE TABLE replicated_insert (id bigserial PRIMARY KEY, v text); \
+                 CREATE TABLE replicated_read (k int PRIMARY KEY, v text)",
+            )
+            .await?;
+    }
+    for table in ["replicated_insert", "replicated_read"] {
+        clients[leader]
+            .execute(
+                "SELECT paxos_replicate_table($1, $2::text::regclass)",
+                &[&GROUP, &table],
+            )
+            .await?;
+    }
+    clients[leader]
+        .batch_execute("INSERT INTO replicated_read VALUES (1, 'one')")
+        .await?;
     println!(
         "{} s per run, median of {} runs; pg_paxos: 3 nodes, clients spread round-robin from \
          the leading node (node {leader}); forwarded: the clients on another node; plain: \
@@ -170,7 +215,11 @@ async fn run(args: Args) -> Result<()> {
         "p50 ratio"
     );
     for &n in &args.clients {
-        let mut workloads = vec![Workload::PlainInsert, Workload::Append];
+        let mut workloads = vec![
+            Workload::PlainInsert,
+            Workload::Append,
+            Workload::Replicated,
+        ];
         if n == 1 {
             workloads.push(Workload::Forwarded);
         }
@@ -221,6 +270,40 @@ async fn run(args: Args) -> Result<()> {
                 last
             );
         }
+    }
+    println!();
+    println!(
+        "reads of a one-row replicated table on node {}, 1 client: {:>9}  {:>8}  {:>8}  {:>9}",
+        (leader + 1) % cluster.nodes().len(),
+        "ops/s",
+        "p50 ms",
+        "p99 ms",
+        "p50 ratio"
+    );
+    let mut local_p50 = None;
+    for workload in [Workload::LocalRead, Workload::StrongRead] {
+        let mut runs = Vec::new();
+        for r in 0..args.runs {
+            eprintln!(
+                "  1 client, {}, run {}/{} ...",
+                workload.name(),
+                r + 1,
+                args.runs
+            );
+            runs.push(measure(&cluster, workload, leader, 1, args.seconds).await?);
+        }
+        let rate = median(runs.iter().map(|r| r.per_second).collect());
+        let p50 = median(runs.iter().map(|r| r.p50).collect());
+        let p99 = median(runs.iter().map(|r| r.p99).collect());
+        let base = *local_p50.get_or_insert(p50);
+        println!(
+            "{:>57}  {:>9.0}  {:>8}  {:>8}  {:>8.1}x",
+            workload.name(),
+            rate,
+            ms(p50),
+            ms(p99),
+            p50.as_secs_f64() / base.as_secs_f64()
+        );
     }
     Ok(())
 }
