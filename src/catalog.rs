@@ -269,14 +269,20 @@ pub fn store_acceptor(group_id: &str, round: i64, state: &Acceptor<Entry>) -> Re
 /// was decided under it with its value (`leader::accept`), and a ballot carries one value
 /// per round, so the value accepted here is the chosen one. Returns whether any was.
 /// The rounds are not locked: a vote racing with this keeps the flag (see store_acceptor),
-/// and no vote changes a value once a majority accepted it.
+/// and no vote changes a value once a majority accepted it. Rows another transaction holds
+/// (a learner recording them, in round order) are skipped, not waited for: this runs in no
+/// particular order, so waiting could deadlock with it, and the flag is only a shortcut
+/// (an unmarked round is learned from the members when needed).
 pub fn mark_chosen_under(group_id: &str, ballot: &Ballot, through: i64) -> Result<bool> {
     let marked = value::<i64>(
-        "WITH marked AS (UPDATE pgp_metadata.round r SET chosen = true \
-             FROM pgp_metadata.learner l \
-             WHERE l.group_id = $1 AND r.group_id = $1 AND r.round_num > l.learned_through \
+        "WITH free AS (SELECT r.round_num FROM pgp_metadata.round r \
+             JOIN pgp_metadata.learner l ON l.group_id = r.group_id \
+             WHERE r.group_id = $1 AND r.round_num > l.learned_through \
              AND r.round_num <= $2 AND NOT r.chosen \
-             AND r.accepted_num = $3 AND r.accepted_by = $4 RETURNING 1) \
+             AND r.accepted_num = $3 AND r.accepted_by = $4 \
+             FOR UPDATE OF r SKIP LOCKED), \
+         marked AS (UPDATE pgp_metadata.round r SET chosen = true FROM free \
+             WHERE r.group_id = $1 AND r.round_num = free.round_num RETURNING 1) \
          SELECT count(*) FROM marked",
         &[
             group_id.into(),

@@ -115,16 +115,25 @@ async fn measure(
         .enumerate()
         .map(|(i, client)| {
             tokio::spawn(async move {
-                client.batch_execute(workload.setup()).await?;
-                let statement = client.prepare(workload.sql()).await?;
+                client
+                    .batch_execute(workload.setup())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let statement = client
+                    .prepare(workload.sql())
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let mut latencies = Vec::new();
                 while Instant::now() < deadline {
                     let value = format!("c{i}-{}", latencies.len());
                     let started = Instant::now();
-                    client.execute(&statement, &[&value]).await?;
+                    client
+                        .execute(&statement, &[&value])
+                        .await
+                        .map_err(|e| format!("{} client {i}: {e:?}", workload.name()))?;
                     latencies.push(started.elapsed());
                 }
-                Ok::<_, cluster::tokio_postgres::Error>(latencies)
+                Ok::<_, String>(latencies)
             })
         })
         .collect();
