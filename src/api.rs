@@ -126,15 +126,14 @@ fn paxos_append(
         let proposer = required(current_proposer_id, "current_proposer_id")?;
         let group = required(current_group_id, "current_group_id")?;
         let value = required(proposed_value, "proposed_value")?;
-        crate::leader::append(
-            group,
-            proposer,
-            Entry {
-                id: ids::proposal_id(),
-                kind: EntryKind::Value,
-                value: Some(value.to_owned()),
-            },
-        )
+        let entry = Entry {
+            id: ids::proposal_id(),
+            kind: EntryKind::Value,
+            value: Some(value.to_owned()),
+        };
+        replication::outcome::appending(group, false, || {
+            crate::leader::append(group, proposer, entry)
+        })
     })()
     .or_raise()
 }

@@ -103,7 +103,26 @@ fn append_here(group: &str, proposer: &str, entry: Entry) -> Result<i64> {
 }
 
 /// Proposes `pending` at the end of the log; returns the round each entry was chosen at.
-fn propose(log: &mut Log, turn: &Turn, mut pending: Vec<Entry>) -> Result<HashMap<String, i64>> {
+/// Once an accept request carried the entries, a failure leaves their fate unknown (a
+/// minority may have accepted them, and a later leader would then finish the round with
+/// them): it is reported as such, never as a plain error.
+fn propose(log: &mut Log, turn: &Turn, pending: Vec<Entry>) -> Result<HashMap<String, i64>> {
+    let mut sent = false;
+    propose_until_decided(log, turn, pending, &mut sent).map_err(|error| match error {
+        PaxosError::OutcomeUnknown { .. } => error,
+        _ if sent => PaxosError::OutcomeUnknown {
+            reason: format!("it was sent to the members, then: {error}"),
+        },
+        _ => error,
+    })
+}
+
+fn propose_until_decided(
+    log: &mut Log,
+    turn: &Turn,
+    mut pending: Vec<Entry>,
+    sent: &mut bool,
+) -> Result<HashMap<String, i64>> {
     let mut rounds = HashMap::new();
     let mut attempts = 0u32;
     while !pending.is_empty() {
@@ -111,6 +130,7 @@ fn propose(log: &mut Log, turn: &Turn, mut pending: Vec<Entry>) -> Result<HashMa
         let first = log.learned_through() + 1;
         turn.use_rounds_through(first + pending.len() as i64 - 1);
         let last = first + pending.len() as i64 - 1;
+        *sent = true;
         match accept(log, turn, &ballot, first, &pending)? {
             Batch::Decided(decisions) => {
                 record(log, turn, &decisions);

@@ -552,6 +552,42 @@ async fn a_write_whose_outcome_cannot_be_reported_gets_40003_and_takes_effect() 
         );
     }
     assert_replicas_identical(&clients).await;
+
+    // Without a majority, a write sent to the members may still be chosen later (a new
+    // leader finishes its round): 40003, not a plain connection error.
+    // On the leading node, which holds a ballot and sends accept requests itself.
+    let cluster = &_cluster;
+    let leading: String = clients[0]
+        .query_one("SELECT leader_connection FROM pgp_metadata.promise", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let leader = (0..3)
+        .find(|&i| cluster.node(i).connstr() == leading)
+        .expect("a member leads");
+    let a = &clients[leader];
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    for &i in &others {
+        cluster.pause(i).expect("pause a member");
+    }
+    a.batch_execute("SET pg_paxos.request_timeout = '300ms'")
+        .await
+        .unwrap();
+    let stranded = a
+        .batch_execute("INSERT INTO kv VALUES (4, 'no majority')")
+        .await;
+    for &i in &others {
+        cluster.resume(i).expect("resume a member");
+    }
+    assert_eq!(
+        sqlstate(&stranded).as_deref(),
+        Some("40003"),
+        "{stranded:?}"
+    );
+    a.batch_execute("RESET pg_paxos.request_timeout")
+        .await
+        .unwrap();
+    assert_replicas_identical(&clients).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -617,7 +653,9 @@ async fn concurrent_writers_on_every_member_all_succeed() {
     // catch up while the writes below run.
     join_all(sessions.iter().map(|client| async move {
         for n in 0..200 {
-            append(client, &format!("filler {n}")).await.expect("append");
+            append(client, &format!("filler {n}"))
+                .await
+                .expect("append");
         }
     }))
     .await;

@@ -308,8 +308,9 @@ pub fn start(query: *mut pg_sys::QueryDesc, group: &str) -> Result<i64> {
         let round = privileged(|| -> Result<i64> {
             // Held until commit: no one else applies the log here until this write has run.
             super::apply::lock_applied(group)?;
-            let round = crate::leader::append(group, PROPOSER, entry)?;
-            outcome::chosen(group, round);
+            let round = outcome::appending(group, true, || {
+                crate::leader::append(group, PROPOSER, entry)
+            })?;
             super::apply::apply_through(group, PROPOSER, round - 1)?;
             catalog::set_applied(group, round)?;
             Ok(round)

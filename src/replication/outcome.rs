@@ -13,6 +13,8 @@ use pgrx::prelude::*;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Stage {
+    /// Being appended: it may end up chosen even if this backend never hears of it.
+    Appending,
     /// Chosen; the statement has not started.
     Appended,
     /// The statement is running as its round's apply.
@@ -73,19 +75,38 @@ pub fn init() {
     }
 }
 
-/// Notes that `round` of `group` was chosen for a write of this transaction.
-pub fn chosen(group: &str, round: i64) {
+/// Runs `append`, an append to `group`'s log, so that an error while it is in flight (a
+/// cancel, a lost majority) reads as an unknown outcome: the entry may be chosen even so.
+/// An error `append` returns before sending anything is its outcome. A write of this
+/// transaction (`capture`) stays noted once chosen.
+pub fn appending(
+    group: &str,
+    keep: bool,
+    append: impl FnOnce() -> crate::error::Result<i64>,
+) -> crate::error::Result<i64> {
     // SAFETY: plain accessor of the transaction state.
     let subtransaction = unsafe { pg_sys::GetCurrentSubTransactionId() };
     PENDING.with(|p| {
         p.borrow_mut().push(Pending {
             group: group.to_owned(),
-            round,
+            round: -1,
             subtransaction,
-            stage: Stage::Appended,
+            stage: Stage::Appending,
             query: std::ptr::null_mut(),
         })
     });
+    let result = append();
+    let appending = |p: &Pending| p.stage == Stage::Appending && p.group == group;
+    match &result {
+        Ok(round) if keep => update(appending, |p| {
+            p.round = *round;
+            p.stage = Stage::Appended;
+        }),
+        // Told as such: PaxosError::OutcomeUnknown is 40003 already.
+        Err(crate::error::PaxosError::OutcomeUnknown { .. }) => {}
+        _ => PENDING.with(|p| p.borrow_mut().retain(|p| !appending(p))),
+    }
+    result
 }
 
 /// Notes that the statement of `round` now runs as `query`.
@@ -147,7 +168,8 @@ fn update(which: impl Fn(&Pending) -> bool, change: impl Fn(&mut Pending)) {
     });
 }
 
-/// A chosen write whose outcome an error would hide: any but one that failed everywhere.
+/// A chosen (or maybe chosen) entry whose outcome an error would hide: any but a write that
+/// failed everywhere.
 fn unreported() -> Option<(String, i64)> {
     PENDING.with(|p| {
         p.borrow()
@@ -157,11 +179,19 @@ fn unreported() -> Option<(String, i64)> {
     })
 }
 
+/// What happens to the entry at `round` (-1: appended at a round not known here).
 fn will_take_effect(group: &str, round: i64, what: &str) -> String {
-    format!(
-        "the write chosen at round {round} of paxos group \"{group}\" will take effect on \
-         every member, but {what}"
-    )
+    if round < 0 {
+        format!(
+            "the entry appended to paxos group \"{group}\" may or may not have been chosen \
+             (and if it was, it takes effect on every member), but {what}"
+        )
+    } else {
+        format!(
+            "the write chosen at round {round} of paxos group \"{group}\" will take effect \
+             on every member, but {what}"
+        )
+    }
 }
 
 #[pg_guard]
