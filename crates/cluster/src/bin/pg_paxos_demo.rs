@@ -1,5 +1,5 @@
-//! The demo: a 3-node pg_paxos group on loopback that keeps its log through the loss of a
-//! node. Every step prints what it runs and what came back.
+//! The demo: a 3-node pg_paxos group on loopback that replicates a table and keeps it, and
+//! its log, through the loss of a node. Every step prints what it runs and what came back.
 use std::process::ExitCode;
 
 use cluster::group::{self, LogEntry};
@@ -22,6 +22,24 @@ async fn append(client: &Client, node: usize, value: &str) -> Result<i64> {
     println!("node{node}: SELECT paxos_append('demo', '{GROUP}', '{value}')  -> round {round}");
     Ok(round)
 }
+
+/// Runs `sql` on `node` and prints it with its result: the rows, or the command's row count.
+async fn sql(client: &Client, node: usize, sql: &str) -> Result<Vec<String>> {
+    let rows: Vec<String> = if sql.starts_with("SELECT") {
+        client
+            .query(sql, &[])
+            .await?
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect()
+    } else {
+        vec![format!("{} row(s)", client.execute(sql, &[]).await?)]
+    };
+    println!("node{node}: {sql}  -> {}", rows.join(" | "));
+    Ok(rows)
+}
+
+const READ: &str = "SELECT format('(%s,%s)', x, y) FROM coordinates ORDER BY x";
 
 fn show(node: usize, log: &[LogEntry]) {
     let rendered: Vec<String> = log
@@ -70,23 +88,47 @@ async fn run() -> Result<()> {
         return Err("the logs differ".into());
     }
 
+    step("a table created on every node and replicated once, from node0");
+    for (node, client) in clients.iter().enumerate() {
+        sql(client, node, "CREATE TABLE coordinates (x int, y int)").await?;
+    }
+    sql(
+        &clients[0],
+        0,
+        "SELECT paxos_replicate_table('demo', 'coordinates')::text",
+    )
+    .await?;
+
+    step("plain INSERTs on node0 and node1; a (strong) read on node2 sees both");
+    sql(&clients[0], 0, "INSERT INTO coordinates VALUES (1,1)").await?;
+    sql(&clients[1], 1, "INSERT INTO coordinates VALUES (2,2)").await?;
+    sql(&clients[2], 2, READ).await?;
+
     step("node2 is killed (SIGKILL); the other two are still a majority");
     cluster.kill(2)?;
+    sql(&clients[0], 0, "UPDATE coordinates SET x = x * 10").await?;
+    sql(&clients[1], 1, "INSERT INTO coordinates VALUES (3,3)").await?;
     append(&clients[0], 0, "written while node2 is down").await?;
-    append(&clients[1], 1, "this one too").await?;
+    let expected = sql(&clients[1], 1, READ).await?;
 
     step("node2 restarts and catches up from the others");
     cluster.restart(2)?;
     let node2 = cluster.node(2).connect().await?;
     let before = group::read_log(&node2, GROUP).await?;
     println!("node2 before catching up: {} entries", before.len());
+    if sql(&node2, 2, READ).await? != expected {
+        return Err("node2's table differs from node1's".into());
+    }
     let after = group::applied_log(&node2, GROUP).await?;
     show(2, &after);
     let reference = group::applied_log(&clients[0], GROUP).await?;
     if after != reference {
         return Err("node2 did not catch up with node0".into());
     }
-    println!("node2 now holds the same {} entries as node0", after.len());
+    println!(
+        "node2 now holds the same {} entries and rows as the others",
+        after.len()
+    );
 
     step("done; stopping the servers");
     Ok(())
