@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::determinism;
 use super::registry::group_of;
 use super::statement::{Param, Statement};
-use super::{outcome, privileged, snapshot, with_pinned_io};
+use super::{cells, outcome, privileged, snapshot, with_pinned_io};
 use crate::error::{PaxosError, Result};
 use crate::messages::{Entry, EntryKind};
 use crate::{catalog, gucs, ids};
@@ -408,15 +408,4 @@ fn relation_name(relation: pg_sys::Oid) -> String {
 unsafe fn rte(rtable: *mut pg_sys::List, index: usize) -> *mut pg_sys::RangeTblEntry {
     // SAFETY: index comes from the same query's result relation.
     unsafe { (*(*rtable).elements.add(index - 1)).ptr_value as *mut pg_sys::RangeTblEntry }
-}
-
-/// The pointers a List holds.
-pub unsafe fn cells(list: *mut pg_sys::List) -> impl Iterator<Item = *mut std::ffi::c_void> {
-    // SAFETY: a valid List (or NULL, the empty list) of pointers.
-    let len = if list.is_null() {
-        0
-    } else {
-        unsafe { (*list).length as usize }
-    };
-    (0..len).map(move |i| unsafe { (*(*list).elements.add(i)).ptr_value })
 }

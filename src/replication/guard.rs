@@ -10,7 +10,7 @@
 //!   there alone). They can run on every member through `paxos_apply_and_append`.
 use std::cell::Cell;
 
-use super::{capture, outcome, reads, registry};
+use super::{capture, cells, outcome, reads, registry};
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -159,17 +159,6 @@ unsafe fn utility_targets(node: *mut pg_sys::Node) -> (&'static str, Vec<pg_sys:
             _ => ("", Vec::new()),
         }
     }
-}
-
-/// The pointers a List holds.
-unsafe fn cells(list: *mut pg_sys::List) -> impl Iterator<Item = *mut std::ffi::c_void> {
-    // SAFETY: a valid List (or NULL, the empty list) of pointers.
-    let len = if list.is_null() {
-        0
-    } else {
-        unsafe { (*list).length as usize }
-    };
-    (0..len).map(move |i| unsafe { (*(*list).elements.add(i)).ptr_value })
 }
 
 /// The table a RangeVar names, or InvalidOid when there is none.

@@ -123,3 +123,14 @@ pub fn with_pinned_io<R>(search_path: &str, f: impl FnOnce() -> R) -> R {
     }
     f()
 }
+
+/// The pointers a List holds.
+pub unsafe fn cells(list: *mut pg_sys::List) -> impl Iterator<Item = *mut std::ffi::c_void> {
+    // SAFETY: a valid List (or NULL, the empty list) of pointers.
+    let len = if list.is_null() {
+        0
+    } else {
+        unsafe { (*list).length as usize }
+    };
+    (0..len).map(move |i| unsafe { (*(*list).elements.add(i)).ptr_value })
+}

@@ -10,7 +10,7 @@
 use pgrx::pg_sys;
 
 use super::registry::group_of;
-use super::{capture, outcome, privileged, snapshot};
+use super::{cells, outcome, privileged, snapshot};
 use crate::error::{PaxosError, Result};
 use crate::gucs::{self, Consistency};
 use crate::multipaxos::Log;
@@ -68,7 +68,7 @@ fn read_groups(query: *mut pg_sys::QueryDesc) -> Vec<String> {
     let mut groups: Vec<String> = Vec::new();
     // SAFETY: the plan's flat range table.
     unsafe {
-        for entry in capture::cells((*(*query).plannedstmt).rtable) {
+        for entry in cells((*(*query).plannedstmt).rtable) {
             let entry = entry as *mut pg_sys::RangeTblEntry;
             if (*entry).rtekind != pg_sys::RTEKind::RTE_RELATION {
                 continue;
