@@ -248,6 +248,7 @@ unsafe extern "C-unwind" fn executor_start(query: *mut pg_sys::QueryDesc, eflags
     }
 }
 
+#[cfg(not(feature = "pg18"))]
 #[pg_guard]
 unsafe extern "C-unwind" fn executor_run(
     query: *mut pg_sys::QueryDesc,
@@ -260,6 +261,24 @@ unsafe extern "C-unwind" fn executor_run(
         match PREV_EXECUTOR_RUN {
             Some(prev) => prev(query, direction, count, execute_once),
             None => pg_sys::standard_ExecutorRun(query, direction, count, execute_once),
+        }
+    };
+    watched(query, run);
+}
+
+/// PostgreSQL 18 dropped ExecutorRun's `execute_once`.
+#[cfg(feature = "pg18")]
+#[pg_guard]
+unsafe extern "C-unwind" fn executor_run(
+    query: *mut pg_sys::QueryDesc,
+    direction: pg_sys::ScanDirection::Type,
+    count: u64,
+) {
+    // SAFETY: the hook contract: the previous hook or the standard function runs it.
+    let run = || unsafe {
+        match PREV_EXECUTOR_RUN {
+            Some(prev) => prev(query, direction, count),
+            None => pg_sys::standard_ExecutorRun(query, direction, count),
         }
     };
     watched(query, run);
