@@ -61,7 +61,8 @@ pub fn config(connection: &str, timeout: Duration) -> Result<Config> {
         config.dbname(user);
     }
     config.connect_timeout(timeout);
-    config.application_name("pg_paxos");
+    // Names this node in the member's pg_stat_activity (and to test proxies that cut links).
+    config.application_name(format!("pg_paxos {}", crate::gucs::node_id()));
     // Acceptors answer only after their commit is durable, whatever the server's default.
     let options = match config.get_options() {
         Some(own) => format!("{own} -c synchronous_commit=on"),

@@ -1,11 +1,14 @@
 //! The nemesis: a seeded schedule of faults on a minority of the members, applied to a
 //! running cluster and always healed. Faults: crash (SIGKILL of every server process) and
-//! restart; pause (SIGSTOP: the node hangs, its connections stay open) and resume; and both
-//! at once on different members. Partitions are not modelled yet.
+//! restart; pause (SIGSTOP: the node hangs, its connections stay open) and resume; isolation
+//! (the member's links to every other member are cut both ways, see `proxy`); and mixes of
+//! them on different members.
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use cluster::Cluster;
+
+use crate::proxy::Partitions;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -16,6 +19,9 @@ pub enum Fault {
     Crash,
     /// SIGSTOP, then SIGCONT when the fault ends.
     Pause,
+    /// Cut off from the members that are not isolated with it, both ways, until the fault
+    /// ends.
+    Isolate,
 }
 
 /// One fault in the schedule: from `at` for `lasting`, on `members`.
@@ -57,10 +63,10 @@ pub fn schedule(seed: u64, nodes: usize, duration: Duration) -> Vec<Step> {
         let mut faults = Vec::new();
         for _ in 0..count {
             let node = members.remove(rng.random_range(0..members.len()));
-            let fault = if rng.random_bool(0.5) {
-                Fault::Crash
-            } else {
-                Fault::Pause
+            let fault = match rng.random_range(0..3) {
+                0 => Fault::Crash,
+                1 => Fault::Pause,
+                _ => Fault::Isolate,
             };
             faults.push((node, fault));
         }
@@ -76,7 +82,13 @@ pub fn schedule(seed: u64, nodes: usize, duration: Duration) -> Vec<Step> {
 
 /// Applies `steps` to `cluster`, measured from `start`, healing each before the next; stops
 /// at `deadline` with every member healed. Returns the steps applied.
-pub fn run(cluster: &Cluster, steps: &[Step], start: Instant, deadline: Instant) -> Vec<String> {
+pub fn run(
+    cluster: &Cluster,
+    partitions: &Partitions,
+    steps: &[Step],
+    start: Instant,
+    deadline: Instant,
+) -> Vec<String> {
     let mut applied = Vec::new();
     for step in steps {
         let begin = start + step.at;
@@ -84,10 +96,20 @@ pub fn run(cluster: &Cluster, steps: &[Step], start: Instant, deadline: Instant)
             break;
         }
         sleep_until(begin);
+        let isolated: Vec<usize> = step
+            .faults
+            .iter()
+            .filter(|(_, f)| *f == Fault::Isolate)
+            .map(|(node, _)| *node)
+            .collect();
+        if !isolated.is_empty() {
+            partitions.isolate(&isolated, cluster.nodes().len());
+        }
         for &(node, fault) in &step.faults {
             let result = match fault {
                 Fault::Crash => cluster.kill(node),
                 Fault::Pause => cluster.pause(node),
+                Fault::Isolate => Ok(()),
             };
             if let Err(e) = result {
                 applied.push(format!("{step}: failed to inject: {e}"));
@@ -95,6 +117,7 @@ pub fn run(cluster: &Cluster, steps: &[Step], start: Instant, deadline: Instant)
         }
         applied.push(step.to_string());
         sleep_until((begin + step.lasting).min(deadline));
+        partitions.heal();
         heal(cluster, &step.faults);
     }
     applied
@@ -106,6 +129,7 @@ pub fn heal(cluster: &Cluster, faults: &[(usize, Fault)]) {
     for &(node, fault) in faults {
         match fault {
             Fault::Pause => cluster.resume(node).expect("resume a paused member"),
+            Fault::Isolate => {}
             Fault::Crash => {
                 if cluster.restart(node).is_err() {
                     std::thread::sleep(Duration::from_millis(500));

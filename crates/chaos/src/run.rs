@@ -5,8 +5,9 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use cluster::tokio_postgres::Client;
-use cluster::{group, Cluster, ClusterOptions};
+use cluster::{Cluster, ClusterOptions};
 
+use crate::proxy::{Partitions, Proxy};
 use crate::workload::{self, Recorder, GROUP, TABLES};
 use crate::{nemesis, register};
 
@@ -75,13 +76,14 @@ pub fn run(name: &str, config: &Config) -> Result<Report, Failure> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(set_up(&cluster, config))?;
+    let partitions = Partitions::default();
+    let _proxies = runtime.block_on(set_up(&cluster, config, &partitions))?;
     let start = Instant::now();
     let deadline = start + config.duration;
     let recorder = Recorder::new(start, config.keys);
     let steps = nemesis::schedule(config.seed, config.nodes, config.duration);
     let faults = std::thread::scope(|scope| {
-        let nemesis = scope.spawn(|| nemesis::run(&cluster, &steps, start, deadline));
+        let nemesis = scope.spawn(|| nemesis::run(&cluster, &partitions, &steps, start, deadline));
         runtime.block_on(async {
             let clients = (0..config.nodes * config.clients_per_node).map(|i| {
                 workload::client(
@@ -122,10 +124,47 @@ pub fn run(name: &str, config: &Config) -> Result<Report, Failure> {
     })
 }
 
-async fn set_up(cluster: &Cluster, config: &Config) -> Result<(), Failure> {
-    let (clients, _) = group::form(cluster, GROUP).await?;
-    for client in &clients {
+/// Forms the group with every member reached through its proxy, and creates and fills the
+/// replicated tables. Returns the proxies, which live as long as the run.
+async fn set_up(
+    cluster: &Cluster,
+    config: &Config,
+    partitions: &Partitions,
+) -> Result<Vec<Proxy>, Failure> {
+    let members: std::collections::HashMap<String, usize> = cluster
+        .nodes()
+        .iter()
+        .map(|node| (node.node_id.clone(), node.index))
+        .collect();
+    let mut proxies = Vec::new();
+    for node in cluster.nodes() {
+        proxies
+            .push(Proxy::start(node.index, node.port, members.clone(), partitions.clone()).await?);
+    }
+    let through = |i: usize| {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            proxies[i].port
+        )
+    };
+    let mut clients = Vec::new();
+    for i in 0..cluster.nodes().len() {
+        let client = cluster.node(i).connect().await?;
+        client.batch_execute("CREATE EXTENSION pg_paxos").await?;
+        if i == 0 {
+            client
+                .execute("SELECT paxos_create_group($1, $2)", &[&GROUP, &through(0)])
+                .await?;
+        } else {
+            client
+                .execute(
+                    "SELECT paxos_join_group($1, $2, $3)",
+                    &[&GROUP, &through(i - 1), &through(i)],
+                )
+                .await?;
+        }
         client.batch_execute(TABLES).await?;
+        clients.push(client);
     }
     for table in ["registers", "elements"] {
         clients[0]
@@ -141,7 +180,7 @@ async fn set_up(cluster: &Cluster, config: &Config) -> Result<(), Failure> {
             &[&config.keys],
         )
         .await?;
-    Ok(())
+    Ok(proxies)
 }
 
 /// Connects to every member (all healed) and has each apply the whole log.
