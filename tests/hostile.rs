@@ -135,7 +135,7 @@ async fn every_function_survives_hostile_arguments() {
         )
         .await;
         for position in 0..3 {
-            let mut args = vec![Some("test".to_owned()), group.clone(), Some("v".to_owned())];
+            let mut args = [Some("test".to_owned()), group.clone(), Some("v".to_owned())];
             args[position] = bad.clone();
             probe(
                 db,
@@ -143,7 +143,7 @@ async fn every_function_survives_hostile_arguments() {
                 &[&args[0], &args[1], &args[2]],
             )
             .await;
-            let mut args = vec![
+            let mut args = [
                 Some("test".to_owned()),
                 group.clone(),
                 Some("SELECT 1".to_owned()),
