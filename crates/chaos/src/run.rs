@@ -183,7 +183,9 @@ async fn set_up(
     Ok(proxies)
 }
 
-/// Connects to every member (all healed) and has each apply the whole log.
+/// Connects to every member (all healed), ends the workload's sessions that outlived their
+/// clients (a client gives up on a paused server, but its backend goes on when resumed, and
+/// may still append), then has every member apply the log through one and the same round.
 async fn converge(cluster: &Cluster) -> Result<Vec<Client>, Failure> {
     let mut sessions = Vec::new();
     for i in 0..cluster.nodes().len() {
@@ -201,23 +203,46 @@ async fn converge(cluster: &Cluster) -> Result<Vec<Client>, Failure> {
         sessions.push(session);
     }
     for session in &sessions {
-        // A member may still be electing a leader or catching up: retry for a while.
-        let limit = Instant::now() + Duration::from_secs(60);
-        loop {
-            let applied = session
-                .query_one(
-                    "SELECT paxos_apply_log('chaos', $1, paxos_max_group_round($1))",
-                    &[&GROUP],
-                )
-                .await;
-            match applied {
-                Ok(_) => break,
-                Err(e) if Instant::now() > limit => return Err(e.into()),
-                Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
-            }
+        session
+            .batch_execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() \
+                 AND application_name NOT LIKE 'pg_paxos %'",
+            )
+            .await?;
+    }
+    let mut through = None;
+    for _ in 0..5 {
+        let mut applied = Vec::new();
+        for session in &sessions {
+            applied.push(apply(session, through).await?);
+        }
+        let highest = applied.iter().copied().max().unwrap_or(-1);
+        if applied.iter().all(|&a| a == highest) {
+            return Ok(sessions);
+        }
+        through = Some(highest);
+    }
+    Err("the members did not reach one applied round".into())
+}
+
+/// Has `session`'s member apply the log through `through`, or the group's highest round;
+/// retries for a while, as a member may still be electing a leader or catching up.
+async fn apply(session: &Client, through: Option<i64>) -> Result<i64, Failure> {
+    let limit = Instant::now() + Duration::from_secs(60);
+    loop {
+        let applied = session
+            .query_one(
+                "SELECT paxos_apply_log('chaos', $1, coalesce($2, paxos_max_group_round($1)))",
+                &[&GROUP, &through],
+            )
+            .await;
+        match applied {
+            Ok(row) => return Ok(row.get(0)),
+            Err(e) if Instant::now() > limit => return Err(e.into()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
         }
     }
-    Ok(sessions)
 }
 
 /// A member's replicated tables and log.
@@ -274,7 +299,12 @@ async fn compare_members(sessions: &[Client]) -> Result<Vec<String>, Failure> {
             anomalies.push(format!("node{node}'s registers differ from node0's"));
         }
         if other.elements != first.elements {
-            anomalies.push(format!("node{node}'s elements differ from node0's"));
+            let only_here: Vec<_> = other.elements.difference(&first.elements).collect();
+            let missing: Vec<_> = first.elements.difference(&other.elements).collect();
+            anomalies.push(format!(
+                "node{node}'s elements differ from node0's: only on node{node} {only_here:?}, \
+                 missing there {missing:?}"
+            ));
         }
         if other.log != first.log {
             let at = first
