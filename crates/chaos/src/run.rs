@@ -112,6 +112,13 @@ pub fn run(name: &str, config: &Config) -> Result<Report, Failure> {
             .map(|a| a.to_string()),
     );
     anomalies.extend(crashes(&cluster));
+    if !anomalies.is_empty() {
+        cluster.keep_on_drop();
+        anomalies.push(format!(
+            "the cluster's data and logs are kept in {}",
+            cluster.base_dir().display()
+        ));
+    }
     Ok(Report {
         seed: config.seed,
         nodes: config.nodes,

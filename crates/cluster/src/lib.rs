@@ -194,6 +194,8 @@ pub struct Cluster {
     owner: Option<(u32, u32)>,
     preload_pg_paxos: bool,
     extra_conf: Vec<String>,
+    /// Keep the directory (data and logs) when dropped, as `PG_PAXOS_KEEP_CLUSTER` does.
+    keep: std::sync::atomic::AtomicBool,
 }
 
 impl Cluster {
@@ -230,6 +232,7 @@ impl Cluster {
             owner,
             preload_pg_paxos: opts.preload_pg_paxos,
             extra_conf: opts.extra_conf,
+            keep: std::sync::atomic::AtomicBool::new(false),
         };
         let socket = cluster.base_dir.join(".s.PGSQL.65535");
         if socket.as_os_str().len() > MAX_SOCKET_PATH {
@@ -286,6 +289,12 @@ impl Cluster {
     /// Node `i`.
     pub fn node(&self, i: usize) -> &Node {
         &self.nodes[i]
+    }
+
+    /// Keeps the cluster's directory (data and logs, servers stopped) when it is dropped,
+    /// for a post-mortem of a failed check.
+    pub fn keep_on_drop(&self) {
+        self.keep.store(true, Ordering::Relaxed);
     }
 
     /// The directory holding every node's data directory, log and socket.
@@ -613,11 +622,9 @@ impl Drop for Cluster {
             }
         });
         ports::release(self.nodes.iter().map(|n| n.port));
-        if std::env::var_os("PG_PAXOS_KEEP_CLUSTER").is_some() {
-            eprintln!(
-                "PG_PAXOS_KEEP_CLUSTER is set: keeping {}",
-                self.base_dir.display()
-            );
+        if std::env::var_os("PG_PAXOS_KEEP_CLUSTER").is_some() || self.keep.load(Ordering::Relaxed)
+        {
+            eprintln!("keeping {} for inspection", self.base_dir.display());
         } else if let Err(e) = fs::remove_dir_all(&self.base_dir) {
             eprintln!(
                 "cluster teardown: removing {}: {e}",
