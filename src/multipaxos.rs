@@ -157,9 +157,10 @@ impl Log {
                         ballot,
                         entry: value,
                     };
-                    // The decision stands even if this node failed to record it: whoever
-                    // needs it later fetches it again (catch_up).
-                    let _ = self.learn(std::slice::from_ref(&decision));
+                    // The decision stands whatever happens here, but this node takes the
+                    // round as known only once its own catalog holds it: appliers read it
+                    // from there, and would otherwise move past a round they cannot see.
+                    self.learn(std::slice::from_ref(&decision))?;
                     self.note(&decision);
                     return Ok((decision, max_round));
                 }

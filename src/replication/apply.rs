@@ -34,19 +34,20 @@ pub fn apply_through(group: &str, proposer: &str, through: i64) -> Result<i64> {
     let mut next = applied + 1;
     while next <= through {
         let decisions = catalog::decisions(group, next, through, BATCH)?;
+        // The applied position passes a round only once its entry has been applied.
+        if decisions.first().is_none_or(|d| d.round != next) {
+            return Err(PaxosError::RoundOutOfReach {
+                group: group.to_owned(),
+                round: next,
+                reason: "its decision is not recorded on this node yet".into(),
+            });
+        }
         for decision in &decisions {
             if decision.round != next {
-                return Err(PaxosError::RoundOutOfReach {
-                    group: group.to_owned(),
-                    round: next,
-                    reason: "it is not recorded on this node".into(),
-                });
+                break;
             }
             apply_round(group, decision)?;
             next += 1;
-        }
-        if decisions.is_empty() {
-            break;
         }
     }
     catalog::set_applied(group, through)?;
