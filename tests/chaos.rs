@@ -1,15 +1,20 @@
-//! Short seeded fault-injection runs (crates/chaos): crashes and pauses of a minority while
-//! clients on every member use registers, a set and the raw log; no anomaly may show.
+//! Short seeded fault-injection runs (crates/chaos): crashes, pauses, cut and slow links and
+//! bridges while clients on every member use registers, a set and the raw log; no anomaly
+//! may show.
 //! `cargo run -p chaos --bin pg_paxos_soak` runs the long version.
 use std::time::Duration;
 
+use chaos::nemesis::{schedule, Fault};
 use chaos::{run, Config};
+
+const SEEDS: [(u64, usize); 3] = [(1, 3), (2, 3), (3, 5)];
+const DURATION: Duration = Duration::from_secs(15);
 
 fn seeded_run(seed: u64, nodes: usize) {
     let config = Config {
         seed,
         nodes,
-        duration: Duration::from_secs(15),
+        duration: DURATION,
         clients_per_node: 2,
         keys: 6,
     };
@@ -26,15 +31,38 @@ fn seeded_run(seed: u64, nodes: usize) {
 
 #[test]
 fn seed_1_on_3_nodes() {
-    seeded_run(1, 3);
+    let (seed, nodes) = SEEDS[0];
+    seeded_run(seed, nodes);
 }
 
 #[test]
 fn seed_2_on_3_nodes() {
-    seeded_run(2, 3);
+    let (seed, nodes) = SEEDS[1];
+    seeded_run(seed, nodes);
 }
 
 #[test]
 fn seed_3_on_5_nodes() {
-    seeded_run(3, 5);
+    let (seed, nodes) = SEEDS[2];
+    seeded_run(seed, nodes);
+}
+
+#[test]
+fn the_seeds_use_every_kind_of_fault() {
+    let mut kinds: Vec<String> = SEEDS
+        .iter()
+        .flat_map(|&(seed, nodes)| schedule(seed, nodes, DURATION))
+        .filter(|step| step.at < DURATION)
+        .flat_map(|step| step.faults)
+        .map(|(_, fault)| match fault {
+            Fault::Slow(_) => "Slow".to_owned(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    kinds.sort();
+    kinds.dedup();
+    assert_eq!(
+        kinds,
+        ["Bridge", "Crash", "Deafen", "Isolate", "Mute", "Pause", "Slow"]
+    );
 }
