@@ -304,19 +304,21 @@ async fn writes_that_cannot_be_replicated_are_refused_before_they_are_logged() {
         .unwrap();
 
     // Privileges and row security are the author's, checked before the write is logged.
-    create_everywhere(
-        &clients,
-        "CREATE ROLE clerk; GRANT SELECT, UPDATE ON kv TO clerk; \
-         CREATE POLICY mine ON kv USING (k < 100); CREATE POLICY all_read ON kv FOR SELECT \
-         USING (true)",
-    )
-    .await;
-    a.query_one(
-        "SELECT paxos_apply_and_append('test', $1, 'ALTER TABLE kv ENABLE ROW LEVEL SECURITY')",
-        &[&GROUP],
-    )
-    .await
-    .expect("ALTER TABLE through the log");
+    // Roles are per server; grants and policies on a replicated table go through the log.
+    create_everywhere(&clients, "CREATE ROLE clerk").await;
+    for ddl in [
+        "GRANT SELECT, UPDATE ON kv TO clerk",
+        "CREATE POLICY mine ON kv USING (k < 100)",
+        "CREATE POLICY all_read ON kv FOR SELECT USING (true)",
+        "ALTER TABLE kv ENABLE ROW LEVEL SECURITY",
+    ] {
+        a.query_one(
+            "SELECT paxos_apply_and_append('test', $1, $2)",
+            &[&GROUP, &ddl],
+        )
+        .await
+        .expect(ddl);
+    }
     a.batch_execute("INSERT INTO kv VALUES (50, 'low'), (150, 'high')")
         .await
         .unwrap();
@@ -465,10 +467,18 @@ async fn a_write_whose_outcome_cannot_be_reported_gets_40003_and_takes_effect() 
         &clients,
         "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
          IF current_setting('test.slow', true) = 'on' THEN PERFORM pg_sleep(2); END IF; \
-         RETURN NEW; END $$; \
-         CREATE TRIGGER slow BEFORE INSERT ON kv FOR EACH ROW EXECUTE FUNCTION slow()",
+         RETURN NEW; END $$",
     )
     .await;
+    a.query_one(
+        "SELECT paxos_apply_and_append('test', $1, $2)",
+        &[
+            &GROUP,
+            &"CREATE TRIGGER slow BEFORE INSERT ON kv FOR EACH ROW EXECUTE FUNCTION slow()",
+        ],
+    )
+    .await
+    .expect("a trigger through the log");
     a.batch_execute("SET test.slow = on; SET statement_timeout = '300ms'")
         .await
         .unwrap();

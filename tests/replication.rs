@@ -275,11 +275,29 @@ async fn ddl_and_copy_on_a_replicated_table_go_through_the_log_or_are_refused() 
             "ALTER TABLE kv RENAME TO kv2",
             "CREATE UNIQUE INDEX ON kv (v)",
             "DROP TABLE kv",
+            "CREATE TRIGGER t BEFORE INSERT ON kv FOR EACH ROW EXECUTE FUNCTION no_such()",
+            "DROP TRIGGER IF EXISTS t ON kv",
+            "CREATE RULE r AS ON INSERT TO kv DO INSTEAD NOTHING",
+            "DROP RULE IF EXISTS r ON kv",
+            "CREATE POLICY p ON kv USING (true)",
+            "ALTER POLICY p ON kv USING (false)",
+            "DROP POLICY IF EXISTS p ON kv",
+            "GRANT SELECT ON kv TO PUBLIC",
+            "REVOKE ALL ON public.kv FROM PUBLIC",
+            "GRANT SELECT ON ALL TABLES IN SCHEMA public TO PUBLIC",
         ] {
             let error = client.batch_execute(sql).await.expect_err(sql);
             assert_eq!(error.as_db_error().unwrap().code().code(), "0A000", "{sql}");
         }
     }
+    // Tables that are not replicated keep their local GRANTs.
+    clients[0]
+        .batch_execute(
+            "CREATE SCHEMA other; CREATE TABLE other.t (a int); \
+             GRANT SELECT ON ALL TABLES IN SCHEMA other TO PUBLIC",
+        )
+        .await
+        .expect("a GRANT on tables that are not replicated");
     // Reading with COPY stays allowed (node 0 applied the insert; node 1 has not yet).
     let copied = cluster
         .node(0)
@@ -290,11 +308,24 @@ async fn ddl_and_copy_on_a_replicated_table_go_through_the_log_or_are_refused() 
         .await
         .unwrap();
     write(&clients[1], "TRUNCATE kv").await.unwrap();
+    // A trigger defined through the log runs on every member.
+    create_everywhere(
+        &clients,
+        "CREATE FUNCTION doubled() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN NEW.extra := NEW.extra * 2; RETURN NEW; END $$",
+    )
+    .await;
+    write(
+        &clients[0],
+        "CREATE TRIGGER doubled BEFORE INSERT ON kv FOR EACH ROW EXECUTE FUNCTION doubled()",
+    )
+    .await
+    .unwrap();
     write(&clients[0], "INSERT INTO kv VALUES (2, 'two', 22)")
         .await
         .unwrap();
     let rows = rows_everywhere(&clients, "SELECT format('%s %s %s', k, v, extra) FROM kv").await;
-    assert_eq!(rows[0], ["2 two 22"]);
+    assert_eq!(rows[0], ["2 two 44"]);
     assert_identical(&rows);
     assert_replicas_identical(&clients).await;
 }

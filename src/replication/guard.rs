@@ -4,10 +4,12 @@
 //! - ExecutorStart: such writes are appended and run as their round's apply
 //!   (`capture::start`); reads of replicated tables are fenced (`reads::fence`);
 //! - ExecutorRun / ExecutorFinish: how a captured write ended (`outcome`);
-//! - ProcessUtility: TRUNCATE, COPY FROM, ALTER TABLE, renaming, CREATE INDEX and DROP TABLE
-//!   on a replicated table are refused; a change made on one member only would make the
-//!   members diverge for good (a unique index on one member only, say, makes writes fail
-//!   there alone). They can run on every member through `paxos_apply_and_append`.
+//! - ProcessUtility: statements that change a replicated table, or how writes to it behave,
+//!   are refused: TRUNCATE, COPY FROM, ALTER TABLE, renaming, CREATE INDEX, DROP TABLE,
+//!   triggers, rules, row security policies, and GRANT/REVOKE. Made on one member only, they
+//!   would make the members diverge for good (a trigger or a policy there alone changes what
+//!   a write does there) or stop their apply (a write its author may not replay). They can
+//!   run on every member through `paxos_apply_and_append`.
 use std::cell::Cell;
 
 use super::{capture, cells, outcome, reads, registry};
@@ -146,18 +148,80 @@ unsafe fn utility_targets(node: *mut pg_sys::Node) -> (&'static str, Vec<pg_sys:
                 "CREATE INDEX",
                 one((*(node as *mut pg_sys::IndexStmt)).relation),
             ),
-            T_DropStmt
-                if (*(node as *mut pg_sys::DropStmt)).removeType
-                    == pg_sys::ObjectType::OBJECT_TABLE =>
-            {
-                let list = (*(node as *mut pg_sys::DropStmt)).objects;
-                let tables = cells(list).map(|names| {
-                    relation(pg_sys::makeRangeVarFromNameList(names as *mut pg_sys::List))
-                });
-                ("DROP TABLE", tables.collect())
-            }
+            T_CreateTrigStmt => (
+                "CREATE TRIGGER",
+                one((*(node as *mut pg_sys::CreateTrigStmt)).relation),
+            ),
+            T_RuleStmt => (
+                "CREATE RULE",
+                one((*(node as *mut pg_sys::RuleStmt)).relation),
+            ),
+            T_CreatePolicyStmt => (
+                "CREATE POLICY",
+                one((*(node as *mut pg_sys::CreatePolicyStmt)).table),
+            ),
+            T_AlterPolicyStmt => (
+                "ALTER POLICY",
+                one((*(node as *mut pg_sys::AlterPolicyStmt)).table),
+            ),
+            T_DropStmt => dropped(node as *mut pg_sys::DropStmt),
+            T_GrantStmt => granted(node as *mut pg_sys::GrantStmt),
             _ => ("", Vec::new()),
         }
+    }
+}
+
+/// The tables a DROP removes, or whose triggers, rules or policies it removes.
+unsafe fn dropped(drop: *mut pg_sys::DropStmt) -> (&'static str, Vec<pg_sys::Oid>) {
+    use pg_sys::ObjectType::*;
+    // SAFETY: a DropStmt: `objects` holds one name list per object; a trigger, rule or
+    // policy is named by its table's name followed by its own.
+    unsafe {
+        let (what, table_name_only) = match (*drop).removeType {
+            OBJECT_TABLE => ("DROP TABLE", true),
+            OBJECT_TRIGGER => ("DROP TRIGGER", false),
+            OBJECT_RULE => ("DROP RULE", false),
+            OBJECT_POLICY => ("DROP POLICY", false),
+            _ => return ("", Vec::new()),
+        };
+        let tables = cells((*drop).objects).filter_map(|names| {
+            let mut names = names as *mut pg_sys::List;
+            if !table_name_only {
+                let length = pg_sys::list_length(names);
+                if length < 2 {
+                    return None;
+                }
+                names = pg_sys::list_truncate(pg_sys::list_copy(names), length - 1);
+            }
+            Some(relation(pg_sys::makeRangeVarFromNameList(names)))
+        });
+        (what, tables.collect())
+    }
+}
+
+/// The tables a GRANT or REVOKE on tables changes: named ones, or all in some schemas.
+unsafe fn granted(grant: *mut pg_sys::GrantStmt) -> (&'static str, Vec<pg_sys::Oid>) {
+    // SAFETY: a GrantStmt on tables lists RangeVars, or schema names (String nodes) for ALL
+    // TABLES IN SCHEMA.
+    unsafe {
+        if (*grant).objtype != pg_sys::ObjectType::OBJECT_TABLE {
+            return ("", Vec::new());
+        }
+        let what = if (*grant).is_grant { "GRANT" } else { "REVOKE" };
+        let objects = cells((*grant).objects);
+        let tables = match (*grant).targtype {
+            pg_sys::GrantTargetType::ACL_TARGET_OBJECT => objects
+                .map(|rv| relation(rv as *mut pg_sys::RangeVar))
+                .collect(),
+            pg_sys::GrantTargetType::ACL_TARGET_ALL_IN_SCHEMA => objects
+                .flat_map(|name| {
+                    let schema = std::ffi::CStr::from_ptr((*(name as *mut pg_sys::String)).sval);
+                    registry::replicated_in_schema(&schema.to_string_lossy())
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        (what, tables)
     }
 }
 

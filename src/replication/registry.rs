@@ -70,6 +70,23 @@ fn lookup(relation: pg_sys::Oid) -> Option<String> {
     .flatten()
 }
 
+/// The replicated tables in schema `schema`.
+pub fn replicated_in_schema(schema: &str) -> Vec<pg_sys::Oid> {
+    let tables = privileged(|| {
+        super::guard::exempt(|| {
+            Spi::get_one_with_args::<Vec<pg_sys::Oid>>(
+                "SELECT array_agg(c.oid) FROM pgp_metadata.replicated_tables r \
+                 JOIN pg_catalog.pg_namespace n ON n.nspname = r.schema_name \
+                 JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid \
+                     AND c.relname = r.table_name \
+                 WHERE r.schema_name = $1",
+                &[schema.into()],
+            )
+        })
+    });
+    tables.ok().flatten().unwrap_or_default()
+}
+
 /// Whether this database has pg_paxos's list of replicated tables (not while the extension
 /// is being created: its own script runs through these hooks).
 pub fn extension_present() -> bool {
