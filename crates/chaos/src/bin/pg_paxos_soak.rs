@@ -1,5 +1,6 @@
 //! The long run: seeded fault-injection runs back to back for a duration, with a summary.
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chaos::{run, Config};
@@ -29,8 +30,28 @@ struct Args {
     keys: i32,
 }
 
+/// Set by the first SIGINT or SIGTERM: no run starts after the current one.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn interrupt(signal: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+    // SAFETY: signal() is async-signal-safe; a second signal ends the process at once.
+    unsafe { libc::signal(signal, libc::SIG_DFL) };
+}
+
+/// Lets the current run heal and stop its servers before the process ends.
+fn finish_on_interrupt() {
+    let handler = interrupt as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t;
+    // SAFETY: installs a handler that only stores to an atomic and resets itself.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    finish_on_interrupt();
     if args.nodes.is_empty() || args.nodes.contains(&0) || args.keys < 1 {
         eprintln!("--nodes needs sizes of at least 1, --keys at least 1");
         return ExitCode::FAILURE;
@@ -38,7 +59,9 @@ fn main() -> ExitCode {
     let until = Instant::now() + Duration::from_secs(args.duration);
     let (mut runs, mut operations, mut faults, mut anomalies) = (0u64, 0usize, 0usize, 0usize);
     let mut seed = args.seed;
-    while (args.runs == 0 && Instant::now() < until) || runs < args.runs {
+    while !INTERRUPTED.load(Ordering::SeqCst)
+        && ((args.runs == 0 && Instant::now() < until) || runs < args.runs)
+    {
         let config = Config {
             seed,
             nodes: args.nodes[(runs as usize) % args.nodes.len()],
@@ -60,6 +83,9 @@ fn main() -> ExitCode {
         }
         runs += 1;
         seed += 1;
+    }
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        println!("interrupted: stopped after the run in progress");
     }
     println!(
         "summary: {runs} runs, {operations} operations, {faults} faults injected, {anomalies} \
