@@ -157,6 +157,27 @@ fn paxos_apply_log(
     .or_raise()
 }
 
+/// Gives up round `round_num` of a group's log on this node only, as ALTER SUBSCRIPTION ...
+/// SKIP does for logical replication: for an entry that fails here with an error no retry
+/// cures (a missing object, a table whose rows differ) when fixing the cause is not wanted.
+/// Only the next round to apply, and only an entry that fails here, can be skipped; the
+/// failure is recorded in pgp_metadata.apply_errors, and this node then lacks what the entry
+/// did on the other members. Returns the applied position.
+#[pg_extern(volatile, parallel_unsafe)]
+fn paxos_skip_round(current_group_id: Option<&str>, round_num: Option<i64>) -> i64 {
+    (|| {
+        let group = required(current_group_id, "current_group_id")?;
+        let round = non_negative(required(round_num, "round_num")?, "round_num")?;
+        let (sqlstate, message) = replication::apply::skip_round(group, round)?;
+        pgrx::warning!(
+            "round {round} of paxos group \"{group}\" was skipped on this node only; what it \
+             did on the other members is missing here ({sqlstate}: {message})"
+        );
+        Ok(round)
+    })()
+    .or_raise()
+}
+
 /// Makes a table replicated in a group: from the round returned on, every member applies the
 /// group's writes to it. Only its owner or a superuser may. Every member must have the table,
 /// with the same rows: a member where it is missing or differs stops applying at that round
@@ -214,6 +235,7 @@ REVOKE ALL ON FUNCTION paxos_apply_log(text, text, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION paxos_max_group_round(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION paxos_replicate_table(text, regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION paxos_apply_and_append(text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION paxos_skip_round(text, bigint) FROM PUBLIC;
 "#,
     name = "privileges",
     finalize

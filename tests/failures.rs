@@ -267,10 +267,7 @@ async fn batched_appends_without_a_majority_fail_in_time_and_never_land_twice() 
     for (waited, code) in join_all(writers).await {
         assert!(waited < Duration::from_secs(10), "waited {waited:?}");
         let code = code.expect("no append can succeed without a majority");
-        assert!(
-            ["08006", "40003"].contains(&code.as_str()),
-            "{code}"
-        );
+        assert!(["08006", "40003"].contains(&code.as_str()), "{code}");
     }
     cluster.restart(0).expect("restart node 0");
     cluster.restart(2).expect("restart node 2");

@@ -163,6 +163,7 @@ async fn every_function_survives_hostile_arguments() {
             &[bad],
         )
         .await;
+        probe(db, "SELECT paxos_skip_round($1, 1)", &[bad]).await;
         probe(db, "SELECT * FROM paxos('test', $1, 0, 'v')", &[bad]).await;
         probe(db, "SELECT * FROM paxos($1, 'g', 0, $1)", &[bad]).await;
         for endpoint in [
@@ -214,6 +215,7 @@ async fn every_function_survives_hostile_arguments() {
     probe(db, "SELECT pgp_metadata.paxos_accept($1)", &[&deep]).await;
     for round in hostile_rounds() {
         probe(db, "SELECT paxos_apply_log('test', 'g', $1)", &[&round]).await;
+        probe(db, "SELECT paxos_skip_round('g', $1)", &[&round]).await;
         probe(db, "SELECT * FROM paxos('test', 'g', $1, 'v')", &[&round]).await;
         probe(
             db,
@@ -229,6 +231,7 @@ async fn every_function_survives_hostile_arguments() {
     for sql in [
         "SELECT paxos_append('m', 'g', 'v')",
         "SELECT paxos_apply_log('m', 'g', 0)",
+        "SELECT paxos_skip_round('g', 1)",
         "SELECT paxos_max_group_round('g')",
         "SELECT paxos_replicate_table('g', 'kv')",
         "SELECT paxos_apply_and_append('m', 'g', 'DELETE FROM kv')",

@@ -417,3 +417,78 @@ async fn a_late_joiner_replays_the_log_into_its_replicated_tables() {
     assert_eq!(inserted, 4, "the joiner's sequence follows the log");
     assert_replicas_identical(&clients).await;
 }
+
+/// An entry that fails on one member with an error no retry cures stops that member's apply
+/// there, with advice; an operator can give it up on that member alone (paxos_skip_round),
+/// but only the next round, only an entry that fails there, and not for a failure that may
+/// pass. The member then applies what follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_can_skip_an_entry_that_fails_on_one_member_only() {
+    let cluster = start("skip", 2);
+    let clients = form_group(&cluster).await;
+    create_everywhere(&clients, "CREATE TABLE kv (k int PRIMARY KEY, v text)").await;
+    replicate(&clients[0], "kv").await.expect("replicate");
+    let (a, b) = (&clients[0], &clients[1]);
+    // The role exists on node 0 only: the GRANT cannot be applied on node 1.
+    a.batch_execute("CREATE ROLE auditor").await.unwrap();
+    let grant = write(a, "GRANT SELECT ON kv TO auditor").await.unwrap();
+    let insert = write(a, "INSERT INTO kv VALUES (1, 'after the grant')")
+        .await
+        .unwrap();
+    let apply = "SELECT paxos_apply_log('test', $1, paxos_max_group_round($1))";
+    let stuck = b.query_one(apply, &[&GROUP]).await.expect_err("stuck");
+    let db = stuck.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "42704", "{db:?}");
+    assert!(
+        db.message().contains("paxos_skip_round"),
+        "{}",
+        db.message()
+    );
+
+    let skip = "SELECT paxos_skip_round($1, $2)";
+    let refused = |round: i64| async move {
+        let error = b
+            .query_one(skip, &[&GROUP, &round])
+            .await
+            .expect_err("refused");
+        let db = error.as_db_error().unwrap();
+        assert_eq!(db.code().code(), "55000", "{db:?}");
+        db.message().to_owned()
+    };
+    assert!(refused(insert).await.contains("only the next round"));
+    let skipped: i64 = b
+        .query_one(skip, &[&GROUP, &grant])
+        .await
+        .expect("skip the grant")
+        .get(0);
+    assert_eq!(skipped, grant);
+    let (code, message): (String, String) = {
+        let row = b
+            .query_one(
+                "SELECT sqlstate, message FROM pgp_metadata.apply_errors WHERE round_num = $1",
+                &[&grant],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(code, "42704");
+    assert!(message.starts_with("skipped by an operator"), "{message}");
+    // The next entry applies here: it is not skipped.
+    assert!(refused(insert).await.contains("applies here"));
+    // A failure that may pass (a lock held here) is not skipped either.
+    let holder = connect(&cluster, 1).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE kv IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    b.batch_execute("SET lock_timeout = '200ms'").await.unwrap();
+    assert!(refused(insert).await.contains("may pass"));
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    b.batch_execute("RESET lock_timeout").await.unwrap();
+
+    let rows = rows_everywhere(&clients, "SELECT v FROM kv").await;
+    assert_eq!(rows[0], ["after the grant"]);
+    assert_identical(&rows);
+    assert_replicas_identical(&clients).await;
+}

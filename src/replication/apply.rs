@@ -102,9 +102,18 @@ fn apply_round(group: &str, decision: &Decision) -> Result<()> {
                     let message = statement::message(&error);
                     if !same_everywhere(&code) {
                         // Transient, or needs an operator: stop before this entry.
+                        let advice = if transient(&code) {
+                            "; it is retried at the next apply"
+                        } else {
+                            "; fix its cause on this node and apply again, or give the entry \
+                             up here with paxos_skip_round()"
+                        };
                         return Err(PaxosError::Replayed {
                             sqlstate: code,
-                            message: format!("cannot apply round {}: {message}", decision.round),
+                            message: format!(
+                                "cannot apply round {}: {message}{advice}",
+                                decision.round
+                            ),
                         });
                     }
                     catalog::record_apply_error(group, decision.round, &code, &message)
@@ -117,6 +126,69 @@ fn apply_round(group: &str, decision: &Decision) -> Result<()> {
         }
         EntryKind::Value | EntryKind::Noop | EntryKind::Join | EntryKind::Leave => Ok(()),
     }
+}
+
+/// Skips `round` on this node only: records the error its entry fails with here and moves
+/// the applied position past it. Only the next round to apply, and only an entry that fails
+/// here with an error no retry cures, can be skipped. Returns that error (SQLSTATE, message).
+pub fn skip_round(group: &str, round: i64) -> Result<(String, String)> {
+    let applied = lock_applied(group)?;
+    let refuse = |reason: String| PaxosError::RoundOutOfReach {
+        group: group.to_owned(),
+        round,
+        reason,
+    };
+    if round != applied + 1 {
+        return Err(refuse(format!(
+            "only the next round to apply on this node, {}, can be skipped",
+            applied + 1
+        )));
+    }
+    let Some(decision) = catalog::decisions(group, round, round, 1)?.pop() else {
+        return Err(refuse(
+            "its decision is not recorded on this node yet: apply the log first".into(),
+        ));
+    };
+    // Try the entry, and undo whatever it did either way.
+    let tried = statement::subtransaction(false, || apply_round(group, &decision));
+    let (sqlstate, message) = match tried {
+        Ok(Ok(())) => {
+            return Err(refuse(
+                "its entry applies here (or fails as on every member, and is skipped alike): \
+                 apply the log instead"
+                    .into(),
+            ))
+        }
+        Ok(Err(PaxosError::Replayed { sqlstate, message })) => (sqlstate, message),
+        Ok(Err(mismatch @ PaxosError::ReplicaMismatch { .. })) => {
+            ("55000".to_owned(), mismatch.to_string())
+        }
+        Ok(Err(other)) => return Err(other),
+        Err(caught) => (statement::sqlstate(&caught), statement::message(&caught)),
+    };
+    if transient(&sqlstate) {
+        return Err(refuse(format!(
+            "its entry fails here with {sqlstate}, which may pass: apply the log again ({message})"
+        )));
+    }
+    catalog::record_apply_error(
+        group,
+        round,
+        &sqlstate,
+        &format!("skipped by an operator: {message}"),
+    )?;
+    catalog::set_applied(group, round)?;
+    sequences::record(group)?;
+    Ok((sqlstate, message))
+}
+
+/// Whether a failure may pass when the entry is tried again: lost connections, serialization
+/// failures and deadlocks, resources, cancels and timeouts, system errors.
+fn transient(sqlstate: &str) -> bool {
+    ["08", "40", "53", "57", "58"]
+        .iter()
+        .any(|class| sqlstate.starts_with(class))
+        || sqlstate == "55P03"
 }
 
 /// Whether every member running the same entry on the same rows fails the same way: data
