@@ -68,11 +68,63 @@ unsafe extern "C-unwind" fn walk(node: *mut pg_sys::Node, context: *mut c_void) 
                     None => note(findings, "nextval() of a computed sequence name"),
                 }
             }
+            _ if concatenates_immutable_text(node) => {}
             _ => {
                 pg_sys::check_functions_in_node(node, Some(function), context);
             }
         }
         false
+    }
+}
+
+/// Whether `node` is `text || value` (or `value || text`) where turning the value into text
+/// is immutable, as for integers: the function is only stable because some types' text forms
+/// depend on settings (timestamps, say), so it is judged by the cast it makes, `value::text`.
+unsafe fn concatenates_immutable_text(node: *mut pg_sys::Node) -> bool {
+    use pg_sys::NodeTag::*;
+    // SAFETY: each cast matches the node's tag; catalog lookups by OID.
+    unsafe {
+        let (function, args) = match (*node).type_ {
+            T_FuncExpr => {
+                let call = node as *mut pg_sys::FuncExpr;
+                ((*call).funcid, (*call).args)
+            }
+            T_OpExpr => {
+                let op = node as *mut pg_sys::OpExpr;
+                pg_sys::set_opfuncid(op);
+                ((*op).opfuncid, (*op).args)
+            }
+            _ => return false,
+        };
+        let value = match u32::from(function) {
+            pg_sys::F_TEXTANYCAT => 1,
+            pg_sys::F_ANYTEXTCAT => 0,
+            _ => return false,
+        };
+        if args.is_null() || (*args).length != 2 {
+            return false;
+        }
+        let arg = (*(*args).elements.add(value)).ptr_value as *mut pg_sys::Node;
+        let source = pg_sys::exprType(arg);
+        let mut cast = pg_sys::Oid::INVALID;
+        let path = pg_sys::find_coercion_pathway(
+            pg_sys::TEXTOID,
+            source,
+            pg_sys::CoercionContext::COERCION_EXPLICIT,
+            &mut cast,
+        );
+        let immutable =
+            |f: pg_sys::Oid| pg_sys::func_volatile(f) as u8 == pg_sys::PROVOLATILE_IMMUTABLE;
+        match path {
+            pg_sys::CoercionPathType::COERCION_PATH_RELABELTYPE => true,
+            pg_sys::CoercionPathType::COERCION_PATH_FUNC => immutable(cast),
+            pg_sys::CoercionPathType::COERCION_PATH_COERCEVIAIO => {
+                let (mut output, mut varlena) = (pg_sys::Oid::INVALID, false);
+                pg_sys::getTypeOutputInfo(source, &mut output, &mut varlena);
+                immutable(output)
+            }
+            _ => false,
+        }
     }
 }
 
