@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use futures_util::future::join_all;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, NoTls};
 
 async fn sqlstate_of(result: Result<i64, tokio_postgres::Error>) -> Option<String> {
     result
@@ -298,6 +298,25 @@ async fn ddl_and_copy_on_a_replicated_table_go_through_the_log_or_are_refused() 
         )
         .await
         .expect("a GRANT on tables that are not replicated");
+    // Nor does a database without pg_paxos (the library is loaded in every one).
+    clients[0]
+        .batch_execute("CREATE DATABASE plain")
+        .await
+        .unwrap();
+    let (plain, connection) = tokio_postgres::connect(
+        &format!("{} dbname=plain", cluster.node(0).connstr()),
+        NoTls,
+    )
+    .await
+    .expect("connect to a database without pg_paxos");
+    tokio::spawn(connection);
+    plain
+        .batch_execute(
+            "CREATE TABLE t (a int); GRANT SELECT ON ALL TABLES IN SCHEMA public TO PUBLIC; \
+             CREATE POLICY p ON t USING (true); DROP TABLE t",
+        )
+        .await
+        .expect("DDL in a database without pg_paxos");
     // Reading with COPY stays allowed (node 0 applied the insert; node 1 has not yet).
     let copied = cluster
         .node(0)

@@ -72,6 +72,9 @@ fn lookup(relation: pg_sys::Oid) -> Option<String> {
 
 /// The replicated tables in schema `schema`.
 pub fn replicated_in_schema(schema: &str) -> Vec<pg_sys::Oid> {
+    if !extension_present() {
+        return Vec::new();
+    }
     let tables = privileged(|| {
         super::guard::exempt(|| {
             Spi::get_one_with_args::<Vec<pg_sys::Oid>>(
