@@ -160,15 +160,15 @@ fn paxos_apply_log(
 /// Gives up round `round_num` of a group's log on this node only, as ALTER SUBSCRIPTION ...
 /// SKIP does for logical replication: for an entry that fails here with an error no retry
 /// cures (a missing object, a table whose rows differ) when fixing the cause is not wanted.
-/// Only the next round to apply, and only an entry that fails here, can be skipped; the
-/// failure is recorded in pgp_metadata.apply_errors, and this node then lacks what the entry
-/// did on the other members. Returns the applied position.
+/// The rounds before it are applied first; only an entry that fails here can be skipped;
+/// the failure is recorded in pgp_metadata.apply_errors, and this node then lacks what the
+/// entry did on the other members. Returns the applied position.
 #[pg_extern(volatile, parallel_unsafe)]
 fn paxos_skip_round(current_group_id: Option<&str>, round_num: Option<i64>) -> i64 {
     (|| {
         let group = required(current_group_id, "current_group_id")?;
         let round = non_negative(required(round_num, "round_num")?, "round_num")?;
-        let (sqlstate, message) = replication::apply::skip_round(group, round)?;
+        let (sqlstate, message) = replication::apply::skip_round(group, "skip", round)?;
         pgrx::warning!(
             "round {round} of paxos group \"{group}\" was skipped on this node only; what it \
              did on the other members is missing here ({sqlstate}: {message})"

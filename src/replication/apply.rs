@@ -128,22 +128,19 @@ fn apply_round(group: &str, decision: &Decision) -> Result<()> {
     }
 }
 
-/// Skips `round` on this node only: records the error its entry fails with here and moves
-/// the applied position past it. Only the next round to apply, and only an entry that fails
-/// here with an error no retry cures, can be skipped. Returns that error (SQLSTATE, message).
-pub fn skip_round(group: &str, round: i64) -> Result<(String, String)> {
-    let applied = lock_applied(group)?;
+/// Skips `round` on this node only: applies the rounds before it, records the error its
+/// entry fails with here and moves the applied position past it. Only an entry that fails
+/// here with an error no retry cures can be skipped. Returns that error (SQLSTATE, message).
+pub fn skip_round(group: &str, proposer: &str, round: i64) -> Result<(String, String)> {
     let refuse = |reason: String| PaxosError::RoundOutOfReach {
         group: group.to_owned(),
         round,
         reason,
     };
-    if round != applied + 1 {
-        return Err(refuse(format!(
-            "only the next round to apply on this node, {}, can be skipped",
-            applied + 1
-        )));
+    if round <= lock_applied(group)? {
+        return Err(refuse("it is applied on this node already".into()));
     }
+    apply_through(group, proposer, round - 1)?;
     let Some(decision) = catalog::decisions(group, round, round, 1)?.pop() else {
         return Err(refuse(
             "its decision is not recorded on this node yet: apply the log first".into(),
@@ -178,6 +175,8 @@ pub fn skip_round(group: &str, round: i64) -> Result<(String, String)> {
         &format!("skipped by an operator: {message}"),
     )?;
     catalog::set_applied(group, round)?;
+    // What the try drew from the sequences stays drawn, as the entry drew it on the members
+    // where it ran: later serial keys here stay in step with theirs.
     sequences::record(group)?;
     Ok((sqlstate, message))
 }
