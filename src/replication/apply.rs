@@ -13,7 +13,8 @@ use crate::replication::tables::{self, Replicate};
 const BATCH: i64 = 1000;
 
 /// Makes every round up to `through` known here and applies it; returns the applied
-/// position. Rounds are learned from the members, or decided when abandoned.
+/// position. Rounds are learned from the members, or decided when abandoned; a round above
+/// every round accepted in the group is refused.
 pub fn apply_through(group: &str, proposer: &str, through: i64) -> Result<i64> {
     let applied = lock_applied(group)?;
     if through <= applied {
@@ -31,6 +32,28 @@ pub fn apply_through(group: &str, proposer: &str, through: i64) -> Result<i64> {
         }
         log.learn_through(through)?;
     }
+    apply_known(group, applied, through)
+}
+
+/// Applies every round chosen before this call began, what a strong read needs: through the
+/// highest round a majority accepted, asked once. (Asked twice, two majorities may answer
+/// differently while a round is in flight, and the second bound may be the lower.) Returns
+/// the applied position.
+pub fn apply_latest(group: &str, proposer: &str) -> Result<i64> {
+    let applied = lock_applied(group)?;
+    let mut log = Log::open(group, proposer)?;
+    let highest = log.max_group_round()?;
+    if highest <= applied {
+        return Ok(applied);
+    }
+    if log.catch_up(highest)? < highest {
+        log.learn_through(highest)?;
+    }
+    apply_known(group, applied, highest)
+}
+
+/// Applies the rounds after `applied` through `through`, which this node has learned.
+fn apply_known(group: &str, applied: i64, through: i64) -> Result<i64> {
     let mut next = applied + 1;
     while next <= through {
         let decisions = catalog::decisions(group, next, through, BATCH)?;

@@ -13,7 +13,6 @@ use super::registry::group_of;
 use super::{cells, outcome, privileged, snapshot};
 use crate::error::{PaxosError, Result};
 use crate::gucs::{self, Consistency};
-use crate::multipaxos::Log;
 use crate::peers;
 
 /// Brings the groups `query` reads up to date and gives it a snapshot that sees them.
@@ -94,8 +93,7 @@ fn can_apply_here() -> bool {
 
 /// Applies `group`'s log through its highest accepted round in this transaction.
 fn apply_here(group: &str) -> Result<i64> {
-    let highest = Log::open(group, "read")?.max_group_round()?;
-    super::apply::apply_through(group, "read", highest)
+    super::apply::apply_latest(group, "read")
 }
 
 /// Has this node, through a connection to itself, apply `group`'s log through the highest
@@ -108,8 +106,7 @@ fn apply_elsewhere(group: &str) -> Result<i64> {
     let sql = format!(
         "WITH limited AS MATERIALIZED \
          (SELECT pg_catalog.set_config('lock_timeout', '{lock_wait}ms', true)) \
-         SELECT paxos_apply_log('read', {group_literal}, paxos_max_group_round({group_literal})) \
-         FROM limited"
+         SELECT pgp_metadata.paxos_apply_latest({group_literal}) FROM limited"
     );
     let reply = peers::exchange_all(&[(own.clone(), sql)]).pop();
     match reply {
@@ -125,5 +122,19 @@ fn apply_elsewhere(group: &str) -> Result<i64> {
             connection: own,
             reason: "no answer".into(),
         }),
+    }
+}
+
+#[pgrx::pg_schema]
+mod pgp_metadata {
+    use crate::error::{required, OrRaise};
+    use pgrx::prelude::*;
+
+    /// Applies `group`'s log on this node through every round chosen before the call began;
+    /// returns the applied position. A strong read calls it over a connection to its own
+    /// node, so that the apply commits whatever the reading transaction does.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn paxos_apply_latest(group: Option<&str>) -> i64 {
+        (|| crate::replication::apply::apply_latest(required(group, "group")?, "read"))().or_raise()
     }
 }
