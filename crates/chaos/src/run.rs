@@ -66,7 +66,20 @@ impl fmt::Display for Report {
 type Failure = Box<dyn std::error::Error + Send + Sync>;
 
 /// Runs `config` on a new cluster named `name`; the cluster is gone when this returns.
+/// A failure to run says why, with its causes (a database error's message, say).
 pub fn run(name: &str, config: &Config) -> Result<Report, Failure> {
+    run_on_cluster(name, config).map_err(|error| {
+        let mut why = error.to_string();
+        let mut cause = error.source();
+        while let Some(c) = cause {
+            why = format!("{why}: {c}");
+            cause = c.source();
+        }
+        why.into()
+    })
+}
+
+fn run_on_cluster(name: &str, config: &Config) -> Result<Report, Failure> {
     let cluster = Cluster::start(ClusterOptions {
         nodes: config.nodes,
         name: name.to_owned(),
