@@ -354,6 +354,14 @@ async fn a_cancel_while_appending_reports_an_unknown_outcome() {
     for &i in &others {
         cluster.resume(i).expect("resume a member");
     }
+    // A value chosen after them settles the stranded rounds, so every member's apply reaches
+    // past them (a majority without the leader may not know them yet).
+    eventually(CATCH_UP_LIMIT, || async {
+        append(&clients[0], "after")
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
     catch_up_everyone(&cluster).await;
     let log = read_log(&clients[0]).await;
     let copies = log
