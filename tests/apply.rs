@@ -21,14 +21,7 @@ async fn a_round_this_member_could_not_record_is_not_skipped() {
     assert_replicas_identical(&clients).await;
 
     // A write the leader sends while the others are down: only the leader accepts it.
-    let leading: String = clients[0]
-        .query_one("SELECT leader_connection FROM pgp_metadata.promise", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let leader = (0..3)
-        .find(|&i| cluster.node(i).connstr() == leading)
-        .expect("a member leads");
+    let leader = leader_of(&cluster, &clients[0]).await;
     let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     for &i in &others {
         cluster.stop(i).expect("stop a member");

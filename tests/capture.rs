@@ -573,14 +573,7 @@ async fn a_write_whose_outcome_cannot_be_reported_gets_40003_and_takes_effect() 
     // leader finishes its round): 40003, not a plain connection error.
     // On the leading node, which holds a ballot and sends accept requests itself.
     let cluster = &_cluster;
-    let leading: String = clients[0]
-        .query_one("SELECT leader_connection FROM pgp_metadata.promise", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let leader = (0..3)
-        .find(|&i| cluster.node(i).connstr() == leading)
-        .expect("a member leads");
+    let leader = leader_of(cluster, &clients[0]).await;
     let a = &clients[leader];
     let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     for &i in &others {

@@ -156,21 +156,6 @@ async fn a_restarted_member_catches_up_in_one_call() {
     assert_eq!(log.iter().filter(|e| e.kind == "value").count(), 5);
 }
 
-/// The node that `client`'s node last promised to follow.
-async fn leader_of(cluster: &cluster::Cluster, client: &tokio_postgres::Client) -> usize {
-    let leader: Option<String> = client
-        .query_one(
-            "SELECT leader_connection FROM pgp_metadata.promise WHERE group_id = $1",
-            &[&GROUP],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    (0..cluster.nodes().len())
-        .find(|&i| leader.as_deref() == Some(cluster.node(i).connstr().as_str()))
-        .unwrap_or_else(|| panic!("{leader:?} is not a node"))
-}
-
 /// Appends made on the other members go to the leading node. When it hangs or dies, they
 /// take over after at most one append per member that reports an unknown outcome (40003),
 /// and no value is ever chosen twice.

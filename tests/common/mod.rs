@@ -204,3 +204,18 @@ pub async fn log_length(client: &Client) -> i64 {
         .unwrap()
         .get(0)
 }
+
+/// The node that `client`'s node last promised to follow.
+pub async fn leader_of(cluster: &cluster::Cluster, client: &tokio_postgres::Client) -> usize {
+    let leader: Option<String> = client
+        .query_one(
+            "SELECT leader_connection FROM pgp_metadata.promise WHERE group_id = $1",
+            &[&GROUP],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (0..cluster.nodes().len())
+        .find(|&i| leader.as_deref() == Some(cluster.node(i).connstr().as_str()))
+        .unwrap_or_else(|| panic!("{leader:?} is not a node"))
+}
