@@ -27,13 +27,7 @@ async fn write(client: &Client, sql: &str) -> Result<i64, tokio_postgres::Error>
 async fn rows_everywhere(clients: &[Client], query: &str) -> Vec<Vec<String>> {
     let mut all = Vec::new();
     for client in clients {
-        client
-            .query_one(
-                "SELECT paxos_apply_log('test', $1, paxos_max_group_round($1))",
-                &[&GROUP],
-            )
-            .await
-            .expect("apply the log");
+        apply_all(client).await;
         let rows = client.query(query, &[]).await.expect(query);
         all.push(rows.iter().map(|r| r.get::<_, String>(0)).collect());
     }

@@ -123,6 +123,17 @@ where
     }
 }
 
+/// Applies on `client`'s member every round chosen so far.
+pub async fn apply_all(client: &Client) {
+    client
+        .query_one(
+            "SELECT paxos_apply_log('test', $1, paxos_max_group_round($1))",
+            &[&GROUP],
+        )
+        .await
+        .expect("apply the log");
+}
+
 /// Applies the whole log on every member, then compares every replicated table row for row,
 /// and the recorded positions of their sequences.
 pub async fn assert_replicas_identical(clients: &[Client]) {
@@ -138,13 +149,7 @@ pub async fn assert_replicas_identical(clients: &[Client]) {
         .map(|r| r.get(0))
         .collect();
     for client in clients {
-        client
-            .query_one(
-                "SELECT paxos_apply_log('test', $1, paxos_max_group_round($1))",
-                &[&GROUP],
-            )
-            .await
-            .expect("apply the log");
+        apply_all(client).await;
     }
     let mut queries: Vec<String> = tables
         .iter()

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use cluster::group::LogEntry;
 use cluster::tokio_postgres::Client;
 use cluster::{Cluster, ClusterOptions};
 
@@ -270,7 +271,7 @@ async fn apply(session: &Client, through: Option<i64>) -> Result<i64, Failure> {
 struct Contents {
     registers: Vec<(i32, i64)>,
     elements: BTreeSet<i64>,
-    log: Vec<(i64, String, Option<String>)>,
+    log: Vec<LogEntry>,
 }
 
 async fn contents(session: &Client) -> Result<Contents, Failure> {
@@ -286,16 +287,7 @@ async fn contents(session: &Client) -> Result<Contents, Failure> {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let log = session
-        .query(
-            "SELECT round_num, value_kind, value FROM pgp_metadata.round \
-             WHERE group_id = $1 AND chosen ORDER BY round_num",
-            &[&GROUP],
-        )
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
+    let log = cluster::group::read_log(session, GROUP).await?;
     Ok(Contents {
         registers,
         elements,
@@ -307,7 +299,7 @@ async fn contents(session: &Client) -> Result<Contents, Failure> {
 async fn compare_members(sessions: &[Client]) -> Result<Vec<String>, Failure> {
     let mut anomalies = Vec::new();
     let first = contents(&sessions[0]).await?;
-    for (i, (round, ..)) in first.log.iter().enumerate() {
+    for (i, LogEntry { round, .. }) in first.log.iter().enumerate() {
         if *round != i as i64 {
             anomalies.push(format!("node0's log has a gap before round {round}"));
             break;
@@ -332,7 +324,7 @@ async fn compare_members(sessions: &[Client]) -> Result<Vec<String>, Failure> {
                 .iter()
                 .zip(&other.log)
                 .find(|(a, b)| a != b)
-                .map(|(a, _)| a.0);
+                .map(|(a, _)| a.round);
             anomalies.push(format!(
                 "node{node}'s log differs from node0's (first at {at:?})"
             ));
@@ -369,10 +361,10 @@ fn check_set(observed: &workload::Observed, elements: &BTreeSet<i64>) -> Vec<Str
 
 /// Every acknowledged append is in the log once, at its round; no value is there twice, or
 /// after a definite failure.
-fn check_log(observed: &workload::Observed, log: &[(i64, String, Option<String>)]) -> Vec<String> {
+fn check_log(observed: &workload::Observed, log: &[LogEntry]) -> Vec<String> {
     let mut anomalies = Vec::new();
     let mut rounds: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
-    for (round, kind, value) in log {
+    for LogEntry { round, kind, value } in log {
         if let (Some(value), "value") = (value, kind.as_str()) {
             rounds.entry(value.as_str()).or_default().push(*round);
         }
