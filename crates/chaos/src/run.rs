@@ -119,6 +119,7 @@ fn run_on_cluster(name: &str, config: &Config) -> Result<Report, Failure> {
     let observed = recorder.into_observed();
     let contents = runtime.block_on(contents(&sessions[0]))?;
     anomalies.extend(check_set(&observed, &contents.elements));
+    anomalies.extend(check_failed_writes(&observed));
     anomalies.extend(check_log(&observed, &contents.log));
     anomalies.extend(
         register::check(&observed.registers)
@@ -331,6 +332,24 @@ async fn compare_members(sessions: &[Client]) -> Result<Vec<String>, Failure> {
         }
     }
     Ok(anomalies)
+}
+
+/// No register shows a value whose write or swap was reported as a definite failure.
+fn check_failed_writes(observed: &workload::Observed) -> Vec<String> {
+    let mut anomalies = Vec::new();
+    for event in &observed.registers {
+        if let Some((_, register::Ret::Read(value))) = event.returned {
+            if let Some(error) = observed.register_failed.get(&value) {
+                anomalies.push(format!(
+                    "key {} read {value} at {:.3}s, written by an operation that failed \
+                     definitely: {error}",
+                    event.key,
+                    event.invoked.as_secs_f64()
+                ));
+            }
+        }
+    }
+    anomalies
 }
 
 /// Every acknowledged insert is there; nothing is there that was not attempted, or that

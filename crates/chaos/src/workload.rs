@@ -9,7 +9,7 @@
 //! operation may or may not have taken effect, and the client continues under a new name
 //! (a client never has two operations in flight). Any other error is a definite failure: the
 //! operation must not have taken effect anywhere.
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -50,6 +50,8 @@ pub struct Observed {
     pub appended: Vec<(String, i64)>,
     pub append_unknown: BTreeSet<String>,
     pub append_failed: BTreeSet<String>,
+    /// Values of register writes and swaps that failed definitely, with their error.
+    pub register_failed: BTreeMap<i64, String>,
     pub failures: usize,
     pub unknowns: usize,
     /// A few error messages, for the report.
@@ -194,10 +196,15 @@ pub async fn client(
             };
             // A definitely failed read or write had no effect, and a read without an answer
             // says nothing: both are left out.
-            let record = match outcome {
+            let record = match &outcome {
                 Outcome::Done(_) => true,
                 Outcome::Unknown(_) => op != Op::Read,
-                Outcome::Failed(_) => false,
+                Outcome::Failed(error) => {
+                    if op != Op::Read {
+                        recorder.with(|o| o.register_failed.insert(value, error.clone()));
+                    }
+                    false
+                }
             };
             if record {
                 recorder.with(|o| {
