@@ -427,3 +427,36 @@ fn crashes(cluster: &Cluster) -> Vec<String> {
     }
     found
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use register::{Event, Op, Ret};
+
+    fn read(value: i64) -> Event {
+        Event {
+            client: 1,
+            key: 3,
+            op: Op::Read,
+            invoked: Duration::from_millis(10),
+            returned: Some((Duration::from_millis(11), Ret::Read(value))),
+        }
+    }
+
+    #[test]
+    fn a_read_of_a_value_whose_write_failed_is_reported_with_its_error() {
+        let mut observed = workload::Observed::default();
+        observed
+            .register_failed
+            .insert(8_000_522, "42P01 relation gone".to_owned());
+        observed.registers.push(read(7));
+        assert!(check_failed_writes(&observed).is_empty());
+        observed.registers.push(read(8_000_522));
+        let anomalies = check_failed_writes(&observed);
+        assert_eq!(anomalies.len(), 1);
+        assert!(
+            anomalies[0].contains("42P01 relation gone"),
+            "{anomalies:?}"
+        );
+    }
+}
