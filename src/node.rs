@@ -101,7 +101,8 @@ enum SlotState {
     Posted,
     /// In a batch being proposed.
     Taken,
-    /// Its author left while it was being proposed: freed when the batch ends.
+    /// Its author left while it was being proposed: it stays with the batch's proposer,
+    /// which frees it when the batch ends.
     Abandoned,
     /// Appended at `round`.
     Done,
@@ -114,9 +115,11 @@ struct WaitingSlot {
     state: SlotState,
     key: Key,
     pid: i32,
-    /// The process proposing it, while `Taken`.
+    /// The process proposing it, while `Taken` or `Abandoned`.
     taken_by: i32,
-    sequence: u64,
+    /// Unique to each post: whoever holds the slot by index checks it is still the same post,
+    /// since a freed slot is soon posted into again.
+    ticket: u64,
     round: i64,
     len: u32,
     bytes: [u8; ENTRY_BYTES],
@@ -160,7 +163,7 @@ impl Default for Shared {
                 key,
                 pid: 0,
                 taken_by: 0,
-                sequence: 0,
+                ticket: 0,
                 round: 0,
                 len: 0,
                 bytes: [0; ENTRY_BYTES],
@@ -279,33 +282,50 @@ unsafe extern "C-unwind" fn release_all(_code: std::ffi::c_int, _arg: pg_sys::Da
         }
     }
     for w in shared.waiting.iter_mut() {
-        if w.state == SlotState::Taken && w.taken_by == pid {
-            settle(w, Err(UNSETTLED));
+        if w.is_in_batch() && w.taken_by == pid {
+            let ticket = w.ticket;
+            settle(w, ticket, Err(UNSETTLED));
         }
         if w.pid == pid {
-            w.state = match w.state {
-                SlotState::Taken => SlotState::Abandoned,
-                _ => SlotState::Free,
-            };
+            w.leave();
         }
+    }
+}
+
+impl WaitingSlot {
+    fn is_in_batch(&self) -> bool {
+        matches!(self.state, SlotState::Taken | SlotState::Abandoned)
+    }
+
+    /// Its author leaves: a slot in a batch stays the proposer's to free.
+    fn leave(&mut self) {
+        self.state = match self.state {
+            SlotState::Taken | SlotState::Abandoned => SlotState::Abandoned,
+            _ => SlotState::Free,
+        };
     }
 }
 
 /// An append waiting for its turn, which another backend may propose for it.
 pub struct Posted {
-    index: Option<usize>,
+    /// The slot and the ticket of the post in it.
+    slot: Option<(usize, u64)>,
+}
+
+impl Posted {
+    /// The slot, while it still holds this post.
+    fn in_shared<'a>(&self, shared: &'a mut Shared) -> Option<&'a mut WaitingSlot> {
+        let (i, ticket) = self.slot?;
+        let w = &mut shared.waiting[i];
+        (w.ticket == ticket && w.state != SlotState::Free).then_some(w)
+    }
 }
 
 impl Drop for Posted {
     fn drop(&mut self) {
-        let Some(i) = self.index else { return };
         let mut shared = SHARED.exclusive();
-        let w = &mut shared.waiting[i];
-        if w.pid == my_pid() {
-            w.state = match w.state {
-                SlotState::Taken => SlotState::Abandoned,
-                _ => SlotState::Free,
-            };
+        if let Some(w) = self.in_shared(&mut shared) {
+            w.leave();
         }
     }
 }
@@ -318,19 +338,20 @@ pub fn post(group: &str, entry: &Entry) -> Result<Posted> {
     let json = serde_json::to_vec(entry).unwrap_or_default();
     let mut shared = SHARED.exclusive();
     shared.clock += 1;
-    let sequence = shared.clock;
+    let ticket = shared.clock;
     let Some(i) = shared
         .waiting
         .iter()
         .position(|w| w.state == SlotState::Free)
     else {
-        return Ok(Posted { index: None });
+        return Ok(Posted { slot: None });
     };
     let w = &mut shared.waiting[i];
     w.state = SlotState::Posted;
     w.key = key;
     w.pid = my_pid();
-    w.sequence = sequence;
+    w.taken_by = 0;
+    w.ticket = ticket;
     w.round = -1;
     if json.len() <= ENTRY_BYTES {
         w.len = json.len() as u32;
@@ -338,7 +359,9 @@ pub fn post(group: &str, entry: &Entry) -> Result<Posted> {
     } else {
         w.len = 0;
     }
-    Ok(Posted { index: Some(i) })
+    Ok(Posted {
+        slot: Some((i, ticket)),
+    })
 }
 
 /// What came of waiting for a turn.
@@ -360,21 +383,19 @@ pub fn wait_for_turn(group: &str, posted: &mut Posted) -> Result<Waited> {
     loop {
         {
             let mut shared = SHARED.exclusive();
-            if let Some(i) = posted.index {
-                let w = shared.waiting[i];
+            let mut in_a_batch = false;
+            if let Some(w) = posted.in_shared(&mut shared) {
                 match w.state {
                     SlotState::Done => return Ok(Waited::Appended(w.round)),
                     SlotState::Failed => {
                         let message = String::from_utf8_lossy(&w.bytes[..w.len as usize]);
                         return Ok(Waited::Failed(message.into_owned()));
                     }
-                    _ => {}
+                    // While its entry is in another session's batch, a session waits for
+                    // the outcome.
+                    state => in_a_batch = state == SlotState::Taken,
                 }
             }
-            // While its entry is in another session's batch, a session waits for the outcome.
-            let in_a_batch = posted
-                .index
-                .is_some_and(|i| shared.waiting[i].state == SlotState::Taken);
             let granted = match shared.group_mut(&key) {
                 Some(g) if g.turn == 0 && !in_a_batch => {
                     g.turn = pid;
@@ -383,9 +404,10 @@ pub fn wait_for_turn(group: &str, posted: &mut Posted) -> Result<Waited> {
                 _ => false,
             };
             if granted {
-                if let Some(i) = posted.index.take() {
-                    shared.waiting[i].state = SlotState::Free;
+                if let Some(w) = posted.in_shared(&mut shared) {
+                    w.state = SlotState::Free;
                 }
+                posted.slot = None;
                 return Ok(Waited::Turn(Turn { key }));
             }
         }
@@ -414,6 +436,7 @@ impl Drop for Turn {
 /// An entry another backend posted, now in this backend's batch.
 pub struct Taken {
     index: usize,
+    ticket: u64,
     pub entry: Entry,
     settled: bool,
 }
@@ -429,12 +452,16 @@ impl Drop for Taken {
             return;
         }
         let mut shared = SHARED.exclusive();
-        settle(&mut shared.waiting[self.index], Err(UNSETTLED));
+        settle(&mut shared.waiting[self.index], self.ticket, Err(UNSETTLED));
     }
 }
 
-/// Hands a taken entry its outcome and wakes its author (or frees it if the author left).
-fn settle(w: &mut WaitingSlot, outcome: std::result::Result<i64, &str>) {
+/// Hands the taken entry posted with `ticket` its outcome and wakes its author (or frees the
+/// slot if the author left). A slot that holds another post by now is left alone.
+fn settle(w: &mut WaitingSlot, ticket: u64, outcome: std::result::Result<i64, &str>) {
+    if w.ticket != ticket || !w.is_in_batch() {
+        return;
+    }
     if w.state == SlotState::Abandoned {
         w.state = SlotState::Free;
         return;
@@ -514,7 +541,7 @@ impl Turn {
                 w.state == SlotState::Posted && w.key == self.key && w.len > 0
             })
             .collect();
-        posted.sort_by_key(|&i| shared.waiting[i].sequence);
+        posted.sort_by_key(|&i| shared.waiting[i].ticket);
         posted.truncate(max);
         let mut taken = Vec::new();
         for i in posted {
@@ -527,6 +554,7 @@ impl Turn {
                     w.taken_by = my_pid();
                     taken.push(Taken {
                         index: i,
+                        ticket: w.ticket,
                         entry,
                         settled: false,
                     });
@@ -548,6 +576,7 @@ impl Turn {
             let result = outcome(&t.entry);
             settle(
                 &mut shared.waiting[t.index],
+                t.ticket,
                 result.as_ref().copied().map_err(String::as_str),
             );
             // Dropped with the lock held: it must not take it again.
