@@ -94,6 +94,9 @@ pub struct Anomaly {
     /// The search gave up: neither shown linearizable nor not.
     pub undecided: bool,
     pub excerpt: Vec<Event>,
+    /// The operations of the history that wrote a value the excerpt reads, when the excerpt
+    /// left them out: a lone read of "a value nobody wrote" says little without them.
+    pub writers: Vec<Event>,
 }
 
 impl fmt::Display for Anomaly {
@@ -105,6 +108,12 @@ impl fmt::Display for Anomaly {
         )?;
         for event in &self.excerpt {
             writeln!(f, "  {event}")?;
+        }
+        if !self.writers.is_empty() {
+            writeln!(f, "writers of the values read there, left out of it:")?;
+            for event in &self.writers {
+                writeln!(f, "  {event}")?;
+            }
         }
         Ok(())
     }
@@ -121,17 +130,48 @@ pub fn check(history: &[Event]) -> Vec<Anomaly> {
         .into_iter()
         .filter_map(|(key, events)| match linearizable(&events) {
             Some(true) => None,
-            Some(false) => Some(Anomaly {
-                key,
-                undecided: false,
-                excerpt: shrink(events),
-            }),
+            Some(false) => {
+                let excerpt = shrink(events.clone());
+                let writers = writers_left_out(&excerpt, &events);
+                Some(Anomaly {
+                    key,
+                    undecided: false,
+                    excerpt,
+                    writers,
+                })
+            }
             None => Some(Anomaly {
                 key,
                 undecided: true,
                 excerpt: events,
+                writers: Vec::new(),
             }),
         })
+        .collect()
+}
+
+/// The value an operation may leave in the register, other than the one it found.
+fn written(op: Op) -> Option<i64> {
+    match op {
+        Op::Read => None,
+        Op::Write(v) | Op::Cas { new: v, .. } => Some(v),
+    }
+}
+
+/// The events of `history` that write a value some read of `excerpt` returned, and that
+/// `excerpt` does not hold.
+fn writers_left_out(excerpt: &[Event], history: &[Event]) -> Vec<Event> {
+    let read: HashSet<i64> = excerpt
+        .iter()
+        .filter_map(|e| match e.returned {
+            Some((_, Ret::Read(v))) => Some(v),
+            _ => None,
+        })
+        .collect();
+    history
+        .iter()
+        .filter(|e| written(e.op).is_some_and(|v| read.contains(&v)) && !excerpt.contains(e))
+        .cloned()
         .collect()
 }
 
@@ -427,7 +467,39 @@ mod tests {
     #[test]
     fn a_value_nobody_wrote_is_caught() {
         let history = [done(1, Op::Read, 0, 1, Ret::Read(42))];
-        assert_eq!(check(&history).len(), 1);
+        let anomalies = check(&history);
+        assert_eq!(anomalies.len(), 1);
+        assert!(anomalies[0].writers.is_empty());
+    }
+
+    #[test]
+    fn a_read_from_the_future_names_the_write_it_saw() {
+        let write = done(
+            2,
+            Op::Cas {
+                expected: 0,
+                new: 7,
+            },
+            5,
+            6,
+            Ret::NotSwapped,
+        );
+        let history = [
+            done(1, Op::Read, 0, 1, Ret::Read(7)),
+            write.clone(),
+            done(3, Op::Write(8), 2, 3, Ret::Written),
+        ];
+        let anomalies = check(&history);
+        assert_eq!(anomalies.len(), 1);
+        assert_eq!(
+            anomalies[0].excerpt,
+            [history[0].clone()],
+            "the lone read is the smallest excerpt"
+        );
+        assert_eq!(anomalies[0].writers, [write]);
+        assert!(anomalies[0]
+            .to_string()
+            .contains("Cas { expected: 0, new: 7 }"));
     }
 
     #[test]
