@@ -10,14 +10,6 @@ use tokio_postgres::Client;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-async fn backend_pid(session: &Client) -> i32 {
-    session
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 /// A session on the leader with a request timeout longer than the test's pauses.
 async fn patient_session(cluster: &cluster::Cluster, node: usize) -> (Client, i32) {
     let session = connect(cluster, node).await;

@@ -288,11 +288,7 @@ async fn a_cancel_while_appending_reports_an_unknown_outcome() {
     replicate(&clients[0], "kv").await.expect("replicate");
     let leader = leader_of(&cluster, &clients[0]).await;
     let session = connect(&cluster, leader).await;
-    let pid: i32 = session
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let pid = backend_pid(&session).await;
     let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     for &i in &others {
         cluster.pause(i).expect("pause a member");

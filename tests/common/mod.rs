@@ -224,3 +224,12 @@ pub async fn leader_of(cluster: &cluster::Cluster, client: &tokio_postgres::Clie
         .find(|&i| leader.as_deref() == Some(cluster.node(i).connstr().as_str()))
         .unwrap_or_else(|| panic!("{leader:?} is not a node"))
 }
+
+/// The process id of the backend serving `session`.
+pub async fn backend_pid(session: &Client) -> i32 {
+    session
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
