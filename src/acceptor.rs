@@ -169,9 +169,31 @@ mod pgp_metadata {
             if let Some(through) = req.chosen_through.filter(|t| *t < req.first_round) {
                 if catalog::mark_chosen_under(&req.group, &req.ballot, through)? {
                     catalog::advance_learned(&req.group)?;
+                    crate::applier::notify(&req.group);
                 }
             }
             Ok(replies)
+        })
+    }
+
+    /// The leading member's word that rounds are chosen (see `AnnounceRequest`); wakes this
+    /// node's applier when it learned something. Returns how far the log is known here.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn paxos_announce(request: &str) -> String {
+        serve(request, |req: AnnounceRequest| {
+            check_group(&req.group)?;
+            check_round(req.through)?;
+            check_ballot(&req.ballot)?;
+            let mut learned = catalog::learned_through(&req.group)?;
+            if req.through > learned
+                && catalog::mark_chosen_under(&req.group, &req.ballot, req.through)?
+            {
+                learned = catalog::advance_learned(&req.group)?;
+                crate::applier::notify(&req.group);
+            }
+            Ok(LearnResponse {
+                learned_through: learned,
+            })
         })
     }
 
@@ -186,6 +208,7 @@ mod pgp_metadata {
             if catalog::record_decisions(&req.group, &req.decisions)? {
                 catalog::rebuild_members(&req.group)?;
             }
+            crate::applier::notify(&req.group);
             Ok(LearnResponse {
                 learned_through: catalog::advance_learned(&req.group)?,
             })

@@ -71,7 +71,7 @@ fn paxos(
         name!(value_changed, bool),
     ),
 > {
-    let row = (|| -> Result<(Option<String>, bool)> {
+    let row = replication::privileged(|| -> Result<(Option<String>, bool)> {
         let proposer = required(current_proposer_id, "current_proposer_id")?;
         let group = required(current_group_id, "current_group_id")?;
         let round = non_negative(
@@ -110,7 +110,7 @@ fn paxos(
         let value = decision.entry.value;
         let changed = value.as_deref() != proposed_value;
         Ok((value, changed))
-    })()
+    })
     .or_raise();
     TableIterator::once(row)
 }
@@ -122,7 +122,7 @@ fn paxos_append(
     current_group_id: Option<&str>,
     proposed_value: Option<&str>,
 ) -> i64 {
-    (|| {
+    replication::privileged(|| {
         let proposer = required(current_proposer_id, "current_proposer_id")?;
         let group = required(current_group_id, "current_group_id")?;
         let value = required(proposed_value, "proposed_value")?;
@@ -134,13 +134,13 @@ fn paxos_append(
         replication::outcome::appending(group, false, || {
             crate::leader::append(group, proposer, entry)
         })
-    })()
+    })
     .or_raise()
 }
 
 /// Applies the log on this node up to and including `max_round_num`: every round up to it is
 /// learned (from the members, or decided when abandoned), membership changes take effect,
-/// and the applied position moves in the caller's transaction. Values appended with
+/// and the call returns once the group's applier has applied it. Values appended with
 /// paxos()/paxos_append() are data, never executed. Returns the applied position.
 #[pg_extern(volatile, parallel_unsafe)]
 fn paxos_apply_log(
@@ -148,12 +148,12 @@ fn paxos_apply_log(
     current_group_id: Option<&str>,
     max_round_num: Option<i64>,
 ) -> i64 {
-    (|| {
+    replication::privileged(|| {
         let proposer = required(current_proposer_id, "current_proposer_id")?;
         let group = required(current_group_id, "current_group_id")?;
         let through = non_negative(required(max_round_num, "max_round_num")?, "max_round_num")?;
-        replication::apply::apply_through(group, proposer, through)
-    })()
+        crate::applier::learn_and_wait(group, proposer, through)
+    })
     .or_raise()
 }
 
@@ -168,7 +168,7 @@ fn paxos_skip_round(current_group_id: Option<&str>, round_num: Option<i64>) -> i
     (|| {
         let group = required(current_group_id, "current_group_id")?;
         let round = non_negative(required(round_num, "round_num")?, "round_num")?;
-        let (sqlstate, message) = replication::apply::skip_round(group, "skip", round)?;
+        let (sqlstate, message) = replication::commands::skip_round(group, "skip", round)?;
         pgrx::warning!(
             "round {round} of paxos group \"{group}\" was skipped on this node only; what it \
              did on the other members is missing here ({sqlstate}: {message})"
@@ -210,7 +210,7 @@ fn paxos_apply_and_append(
         let proposer = required(current_proposer_id, "current_proposer_id")?;
         let group = required(current_group_id, "current_group_id")?;
         let sql = required(proposed_value, "proposed_value")?;
-        replication::apply::apply_and_append(group, proposer, sql)
+        replication::commands::apply_and_append(group, proposer, sql)
     })()
     .or_raise()
 }
@@ -219,8 +219,10 @@ fn paxos_apply_and_append(
 /// began is at or below it.
 #[pg_extern(volatile, parallel_unsafe)]
 fn paxos_max_group_round(current_group_id: Option<&str>) -> i64 {
-    (|| Log::open(required(current_group_id, "current_group_id")?, "reader")?.max_group_round())()
-        .or_raise()
+    replication::privileged(|| {
+        Log::open(required(current_group_id, "current_group_id")?, "reader")?.max_group_round()
+    })
+    .or_raise()
 }
 
 extension_sql!(
@@ -236,6 +238,7 @@ REVOKE ALL ON FUNCTION paxos_max_group_round(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION paxos_replicate_table(text, regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION paxos_apply_and_append(text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION paxos_skip_round(text, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION paxos_appliers() FROM PUBLIC;
 "#,
     name = "privileges",
     finalize

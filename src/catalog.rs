@@ -426,6 +426,24 @@ pub fn lock_applied(group_id: &str) -> Result<i64> {
     .ok_or_else(|| PaxosError::UnknownGroup(group_id.to_owned()))
 }
 
+/// `lock_applied` for the applier: `None`, without waiting, while another transaction holds
+/// the position (a writer running its round).
+pub fn try_lock_applied(group_id: &str) -> Result<Option<i64>> {
+    Ok(value::<i64>(
+        "SELECT last_applied_round FROM pgp_metadata.\"group\" WHERE group_id = $1 \
+         FOR NO KEY UPDATE SKIP LOCKED",
+        &[group_id.into()],
+    )?)
+}
+
+/// The applied position as last committed, without locking it.
+pub fn applied(group_id: &str) -> Result<Option<i64>> {
+    Ok(value::<i64>(
+        "SELECT last_applied_round FROM pgp_metadata.\"group\" WHERE group_id = $1",
+        &[group_id.into()],
+    )?)
+}
+
 pub fn set_applied(group_id: &str, round: i64) -> Result<()> {
     run(
         "UPDATE pgp_metadata.\"group\" SET last_applied_round = $2 WHERE group_id = $1",
@@ -573,6 +591,25 @@ pub fn record_apply_error(group_id: &str, round: i64, sqlstate: &str, message: &
         ],
     )?;
     Ok(())
+}
+
+/// Whether every foreign key that involves a replicated table of the group joins two such
+/// tables: a foreign key error is then the same on every member, which applies the group's
+/// writes in one order on the same rows.
+pub fn foreign_keys_inside(group_id: &str) -> Result<bool> {
+    Ok(value::<bool>(
+        "WITH mine AS (SELECT c.oid FROM pgp_metadata.replicated_tables r \
+             JOIN pg_catalog.pg_namespace n ON n.nspname OPERATOR(pg_catalog.=) r.schema_name \
+             JOIN pg_catalog.pg_class c ON c.relnamespace OPERATOR(pg_catalog.=) n.oid \
+              AND c.relname OPERATOR(pg_catalog.=) r.table_name \
+             WHERE r.group_id OPERATOR(pg_catalog.=) $1) \
+         SELECT NOT EXISTS (SELECT FROM pg_catalog.pg_constraint k \
+             WHERE k.contype OPERATOR(pg_catalog.=) 'f' \
+               AND (k.conrelid IN (SELECT oid FROM mine)) \
+                   OPERATOR(pg_catalog.<>) (k.confrelid IN (SELECT oid FROM mine)))",
+        &[group_id.into()],
+    )?
+    .unwrap_or(false))
 }
 
 /// How the entry of `round` failed when applied here, if it did.

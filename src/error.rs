@@ -62,6 +62,8 @@ pub enum PaxosError {
         seen: i64,
         through: i64,
     },
+    #[error("the applier of paxos group \"{group}\" on this node is behind: {reason}")]
+    Applier { group: String, reason: String },
     #[error("peer {connection} failed: {reason}")]
     Peer { connection: String, reason: String },
     #[error("pg_paxos catalog error: {0}")]
@@ -106,6 +108,7 @@ impl PaxosError {
             }
             PaxosError::InTransactionBlock(_) => ERRCODE_ACTIVE_SQL_TRANSACTION,
             PaxosError::StaleSnapshot { .. } => ERRCODE_T_R_SERIALIZATION_FAILURE,
+            PaxosError::Applier { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             PaxosError::Peer { .. } => ERRCODE_CONNECTION_EXCEPTION,
             PaxosError::Catalog(_) => ERRCODE_INTERNAL_ERROR,
         }

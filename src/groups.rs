@@ -104,7 +104,7 @@ pub fn create(group: &str, founder: &str) -> Result<()> {
     catalog::record_decisions(group, &[founding])?;
     catalog::rebuild_members(group)?;
     catalog::advance_learned(group)?;
-    Ok(())
+    crate::applier::start_at_commit(group)
 }
 
 pub fn join(group: &str, existing: &str, own: &str) -> Result<i64> {
@@ -144,6 +144,7 @@ pub fn join(group: &str, existing: &str, own: &str) -> Result<i64> {
                 },
             }
         })?;
+    crate::applier::start_at_commit(group)?;
     Ok(joined.round)
 }
 

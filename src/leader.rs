@@ -201,6 +201,8 @@ fn record(log: &mut Log, turn: &Turn, decisions: &[Decision]) {
     if !changes_membership {
         if let Some(last) = decisions.last() {
             turn.decided_through(last.round);
+            // The applier records them here, and tells the members if no batch follows.
+            crate::applier::wake(&log.group);
         }
     }
 }

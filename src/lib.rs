@@ -8,6 +8,7 @@ use pgrx::prelude::*;
 
 mod acceptor;
 mod api;
+mod applier;
 mod catalog;
 mod connstr;
 mod error;
@@ -40,6 +41,7 @@ pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     node::init();
     replication::init();
+    applier::init();
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ pub enum EntryKind {
     /// `value` (a `replication::Statement` as JSON) is a write to replicated tables, run on
     /// every member when it applies the round.
     Sql,
-    /// `value` (a `replication::tables::Replicate` as JSON) makes a table replicated.
+    /// `value` (a `Replicate` as JSON) makes a table replicated.
     Replicate,
 }
 
@@ -134,6 +134,16 @@ pub struct AcceptRequest {
     pub chosen_through: Option<i64>,
 }
 
+/// What the leading member tells the others once the group goes idle: every round up to
+/// `through` that an acceptor accepted under `ballot` is chosen (the rule of
+/// `AcceptRequest::chosen_through`, without new entries).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AnnounceRequest {
+    pub group: String,
+    pub ballot: Ballot,
+    pub through: i64,
+}
+
 /// One reply per entry of the request, in order.
 pub type AcceptResponse = Vec<AcceptReply<Entry>>;
 
@@ -202,4 +212,14 @@ pub struct MembershipResponse {
     /// The member that leads the group, as far as the answering member knows.
     #[serde(default)]
     pub leader: Option<String>,
+}
+
+/// The payload of a replicate entry: the table, and a fingerprint of its rows on the member
+/// that replicated it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replicate {
+    pub schema: String,
+    pub table: String,
+    /// md5 of the table's rows as text, in order.
+    pub fingerprint: String,
 }

@@ -29,15 +29,22 @@ const OWNER_BYTES: usize = 128;
 /// How long a waiting backend sleeps before looking again when nobody wakes it.
 const NAP_MS: i64 = 10;
 
+/// A group of a database, as shared memory names it.
 #[derive(Clone, Copy, PartialEq, Eq)]
-struct Key {
+pub struct Key {
     database: u32,
     len: u8,
     name: [u8; NAME_BYTES],
 }
 
 impl Key {
-    fn of(group: &str) -> Result<Key> {
+    /// The group `group` of this backend's database.
+    pub fn of(group: &str) -> Result<Key> {
+        // SAFETY: set once when the backend connects to its database.
+        Key::in_database(unsafe { pg_sys::MyDatabaseId }.to_u32(), group)
+    }
+
+    pub fn in_database(database: u32, group: &str) -> Result<Key> {
         let bytes = group.as_bytes();
         if bytes.len() > NAME_BYTES {
             return Err(name_too_long(group));
@@ -45,11 +52,24 @@ impl Key {
         let mut name = [0u8; NAME_BYTES];
         name[..bytes.len()].copy_from_slice(bytes);
         Ok(Key {
-            // SAFETY: set once when the backend connects to its database.
-            database: unsafe { pg_sys::MyDatabaseId }.to_u32(),
+            database,
             len: bytes.len() as u8,
             name,
         })
+    }
+
+    pub const EMPTY: Key = Key {
+        database: 0,
+        len: 0,
+        name: [0; NAME_BYTES],
+    };
+
+    pub fn database(&self) -> u32 {
+        self.database
+    }
+
+    pub fn name(&self) -> String {
+        String::from_utf8_lossy(&self.name[..self.len as usize]).into_owned()
     }
 }
 
@@ -92,6 +112,20 @@ struct GroupSlot {
     /// Until when (in PostgreSQL microseconds) appends are not sent to another member.
     no_forward_until: i64,
     last_used: u64,
+}
+
+impl GroupSlot {
+    fn leadership(&self) -> Option<Leadership> {
+        self.leading.then(|| Leadership {
+            ballot: Ballot::new(
+                self.ballot_number,
+                String::from_utf8_lossy(&self.owner[..self.owner_len as usize]).into_owned(),
+            ),
+            voters: self.voters,
+            next_round: self.next_round,
+            decided_through: self.decided_through,
+        })
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -137,11 +171,7 @@ unsafe impl PGRXSharedMemory for Shared {}
 
 impl Default for Shared {
     fn default() -> Self {
-        let key = Key {
-            database: 0,
-            len: 0,
-            name: [0; NAME_BYTES],
-        };
+        let key = Key::EMPTY;
         Shared {
             clock: 0,
             groups: [GroupSlot {
@@ -230,7 +260,7 @@ impl Shared {
     }
 }
 
-fn wake(pid: i32) {
+pub fn wake(pid: i32) {
     // SAFETY: BackendPidGetProc returns null or a live PGPROC in shared memory; setting the
     // latch of a process that reused the pid only wakes it spuriously, which latches allow.
     unsafe {
@@ -488,17 +518,7 @@ impl Turn {
 
     /// The node's leadership of the group, if it holds one.
     pub fn leadership(&self) -> Option<Leadership> {
-        self.with_group(|g| {
-            g.leading.then(|| Leadership {
-                ballot: Ballot::new(
-                    g.ballot_number,
-                    String::from_utf8_lossy(&g.owner[..g.owner_len as usize]).into_owned(),
-                ),
-                voters: g.voters,
-                next_round: g.next_round,
-                decided_through: g.decided_through,
-            })
-        })
+        self.with_group(|g| g.leadership())
     }
 
     /// Records that the node leads with `leadership`.
@@ -583,6 +603,13 @@ impl Turn {
             t.settled = true;
         }
     }
+}
+
+/// The node's leadership of `group` as it stands, if the node leads it.
+pub fn leadership(group: &str) -> Option<Leadership> {
+    let key = Key::of(group).ok()?;
+    let shared = SHARED.share();
+    shared.group(&key).and_then(GroupSlot::leadership)
 }
 
 /// Forgets what this node's backends knew about a group (it was created, joined or left):

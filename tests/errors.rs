@@ -195,6 +195,77 @@ async fn only_superusers_manage_groups_and_call_endpoints() {
     assert_eq!(groups_on(admin).await, 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_grant_recipe_works_and_gives_nothing_more() {
+    let cluster = start("recipe", 1);
+    let clients = form_group(&cluster).await;
+    let admin = &clients[0];
+    admin
+        .batch_execute(
+            "CREATE ROLE app LOGIN; \
+             GRANT EXECUTE ON FUNCTION paxos_append(text, text, text), \
+                 paxos(text, text, bigint, text), paxos_max_group_round(text), \
+                 paxos_apply_log(text, text, bigint), paxos_replicate_table(text, regclass) \
+                 TO app; \
+             CREATE TABLE not_apps (k int)",
+        )
+        .await
+        .unwrap();
+    let app = cluster
+        .node(0)
+        .connect_as("app")
+        .await
+        .expect("connect as app");
+    let round: i64 = app
+        .query_one("SELECT paxos_append('app', 'g', 'from app')", &[])
+        .await
+        .expect("the recipe's paxos_append")
+        .get(0);
+    let max: i64 = app
+        .query_one("SELECT paxos_max_group_round('g')", &[])
+        .await
+        .expect("the recipe's paxos_max_group_round")
+        .get(0);
+    assert!(max >= round);
+    app.query_one("SELECT paxos_apply_log('app', 'g', $1)", &[&round])
+        .await
+        .expect("the recipe's paxos_apply_log");
+    let (value, changed): (Option<String>, bool) = app
+        .query_one("SELECT * FROM paxos('app', 'g', $1)", &[&round])
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .expect("the recipe's paxos");
+    assert_eq!(value.as_deref(), Some("from app"));
+    assert!(changed, "a NULL proposal learns the value");
+    // Nothing more: not the catalog, not the endpoints, not another role's table.
+    for sql in [
+        "SELECT * FROM pgp_metadata.round",
+        "UPDATE pgp_metadata.\"group\" SET last_applied_round = 0",
+        "SELECT pgp_metadata.paxos_accept('{}')",
+        "SELECT pgp_metadata.paxos_announce('{}')",
+        "SELECT pgp_metadata.paxos_submit('{}')",
+        "SELECT paxos_apply_and_append('app', 'g', 'SELECT 1')",
+    ] {
+        assert_eq!(sqlstate(&app, sql).await, "42501", "{sql} as app");
+    }
+    let refused = app
+        .batch_execute("SELECT paxos_replicate_table('g', 'not_apps')")
+        .await
+        .expect_err("not its table");
+    let db = refused.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "42501");
+    assert!(
+        db.message().contains("must be the owner"),
+        "{}",
+        db.message()
+    );
+    // An unknown group is told as such, never as an unknown outcome.
+    assert_eq!(
+        sqlstate(&app, "SELECT paxos_append('app', 'nope', 'v')").await,
+        "42704"
+    );
+}
+
 #[test]
 fn refuses_to_load_unless_preloaded() {
     let cluster = Cluster::start(ClusterOptions {

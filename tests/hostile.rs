@@ -175,7 +175,7 @@ async fn every_function_survives_hostile_arguments() {
             "paxos_max_round",
             "paxos_change_membership",
             "paxos_submit",
-            "paxos_apply_latest",
+            "paxos_announce",
         ] {
             probe(db, &format!("SELECT pgp_metadata.{endpoint}($1)"), &[bad]).await;
         }
@@ -237,7 +237,7 @@ async fn every_function_survives_hostile_arguments() {
         "SELECT paxos_replicate_table('g', 'kv')",
         "SELECT paxos_apply_and_append('m', 'g', 'DELETE FROM kv')",
         "SELECT pgp_metadata.paxos_accept('{}')",
-        "SELECT pgp_metadata.paxos_apply_latest('g')",
+        "SELECT pgp_metadata.paxos_announce('{}')",
         "INSERT INTO kv VALUES (1, 'mallory')",
     ] {
         let refused = db.batch_execute(sql).await;

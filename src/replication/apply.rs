@@ -1,13 +1,17 @@
-//! Applying a group's log on this node, in round order, in the caller's transaction: the
-//! applied position moves with the effects of the entries, so each is applied exactly once.
+//! Applying a group's log on this node, in round order: the applied position moves in the
+//! same transaction as the effects of the entries, so each is applied exactly once. The
+//! group's applier (`crate::applier`) applies through `apply_available`; a session applies
+//! other members' entries itself only where no one else can: a node joining the group, and
+//! a transaction that already holds the applied position because it wrote to the group.
+use pgrx::prelude::*;
+
 use crate::catalog;
 use crate::error::{PaxosError, Result};
-use crate::ids;
-use crate::messages::{Decision, Entry, EntryKind};
+use crate::messages::{Decision, EntryKind, Replicate};
 use crate::multipaxos::Log;
+use crate::replication::registry::{self, fingerprint, qualified};
 use crate::replication::sequences;
 use crate::replication::statement::{self, Ran, Statement};
-use crate::replication::tables::{self, Replicate};
 
 /// How many decisions are read from the catalog at once.
 const BATCH: i64 = 1000;
@@ -52,6 +56,80 @@ pub fn apply_latest(group: &str, proposer: &str) -> Result<i64> {
     apply_known(group, applied, highest)
 }
 
+/// What an applier's batch came to.
+pub struct Applied {
+    /// The applied position now (committed with the caller's transaction).
+    pub applied: i64,
+    /// Why it stopped before the rounds this node knows, if it did.
+    pub stop: Option<Stop>,
+}
+
+pub enum Stop {
+    /// Another session holds the applied position (a writer running its round).
+    Busy,
+    /// The entry of this round is a writer's on this node, which runs it itself.
+    Reserved,
+    /// The entry of this round failed here with an error that is not the same on every
+    /// member: it is tried again later, never skipped.
+    Failed(i64, PaxosError),
+}
+
+/// Applies at most `limit` of the rounds this node has learned after its applied position,
+/// stopping before an entry `reserved` says a writer here runs itself, and before one that
+/// fails here. What the rounds before the stop did commits with the caller's transaction.
+pub fn apply_available(
+    group: &str,
+    limit: i64,
+    reserved: impl Fn(&Decision) -> bool,
+) -> Result<Applied> {
+    let Some(applied) = catalog::try_lock_applied(group)? else {
+        return Ok(Applied {
+            applied: -1,
+            stop: Some(Stop::Busy),
+        });
+    };
+    sequences::restore(group)?;
+    let through = catalog::learned_through(group)?.min(applied + limit);
+    let mut next = applied + 1;
+    let mut stop = None;
+    'rounds: while next <= through {
+        let decisions = catalog::decisions(group, next, through, BATCH)?;
+        if decisions.first().is_none_or(|d| d.round != next) {
+            break;
+        }
+        for decision in &decisions {
+            if decision.round != next {
+                break 'rounds;
+            }
+            if reserved(decision) {
+                stop = Some(Stop::Reserved);
+                break 'rounds;
+            }
+            // Where the sequences stand before the entry: the position recorded if it fails.
+            if next > applied + 1 {
+                sequences::record(group)?;
+            }
+            if let Err(error) = apply_round(group, decision) {
+                stop = Some(Stop::Failed(next, error));
+                break 'rounds;
+            }
+            next += 1;
+        }
+    }
+    if next - 1 > applied {
+        catalog::set_applied(group, next - 1)?;
+        // After a failed entry, its draws are not recorded: the positions from before it
+        // were, and the next apply puts the sequences back there.
+        if !matches!(stop, Some(Stop::Failed(..))) {
+            sequences::record(group)?;
+        }
+    }
+    Ok(Applied {
+        applied: next - 1,
+        stop,
+    })
+}
+
 /// Applies the rounds after `applied` through `through`, which this node has learned.
 fn apply_known(group: &str, applied: i64, through: i64) -> Result<i64> {
     let mut next = applied + 1;
@@ -86,30 +164,7 @@ pub fn lock_applied(group: &str) -> Result<i64> {
     Ok(applied)
 }
 
-/// See `paxos_apply_and_append`.
-pub fn apply_and_append(group: &str, proposer: &str, sql: &str) -> Result<i64> {
-    catalog::require_group(group)?;
-    let statement = Statement::by_current_user(sql)?;
-    // Check the write against every write acknowledged before it began.
-    let highest = Log::open(group, proposer)?.max_group_round()?;
-    apply_through(group, proposer, highest)?;
-    if let Ran::Failed(error) = statement::run(&statement, false)? {
-        (*error).rethrow();
-    }
-    let entry = Entry {
-        id: ids::proposal_id(),
-        kind: EntryKind::Sql,
-        value: Some(serde_json::to_string(&statement).unwrap_or_default()),
-    };
-    let round = crate::leader::append(group, proposer, entry)?;
-    apply_through(group, proposer, round)?;
-    match catalog::apply_error(group, round)? {
-        Some((sqlstate, message)) => Err(PaxosError::Replayed { sqlstate, message }),
-        None => Ok(round),
-    }
-}
-
-fn apply_round(group: &str, decision: &Decision) -> Result<()> {
+pub fn apply_round(group: &str, decision: &Decision) -> Result<()> {
     let value = decision.entry.value.as_deref().unwrap_or("");
     let unreadable = |e: serde_json::Error| PaxosError::ReplicaMismatch {
         round: decision.round,
@@ -123,7 +178,7 @@ fn apply_round(group: &str, decision: &Decision) -> Result<()> {
                 Ran::Failed(error) => {
                     let code = statement::sqlstate(&error);
                     let message = statement::message(&error);
-                    if !same_everywhere(&code) {
+                    if !same_everywhere(&code, || registry::foreign_keys_inside(group)) {
                         // Transient, or needs an operator: stop before this entry.
                         let advice = if transient(&code) {
                             "; it is retried at the next apply"
@@ -145,68 +200,15 @@ fn apply_round(group: &str, decision: &Decision) -> Result<()> {
         }
         EntryKind::Replicate => {
             let payload: Replicate = serde_json::from_str(value).map_err(unreadable)?;
-            tables::apply(group, decision.round, &payload)
+            apply_replicate(group, decision.round, &payload)
         }
         EntryKind::Value | EntryKind::Noop | EntryKind::Join | EntryKind::Leave => Ok(()),
     }
 }
 
-/// Skips `round` on this node only: applies the rounds before it, records the error its
-/// entry fails with here and moves the applied position past it. Only an entry that fails
-/// here with an error no retry cures can be skipped. Returns that error (SQLSTATE, message).
-pub fn skip_round(group: &str, proposer: &str, round: i64) -> Result<(String, String)> {
-    let refuse = |reason: String| PaxosError::RoundOutOfReach {
-        group: group.to_owned(),
-        round,
-        reason,
-    };
-    if round <= lock_applied(group)? {
-        return Err(refuse("it is applied on this node already".into()));
-    }
-    apply_through(group, proposer, round - 1)?;
-    let Some(decision) = catalog::decisions(group, round, round, 1)?.pop() else {
-        return Err(refuse(
-            "its decision is not recorded on this node yet: apply the log first".into(),
-        ));
-    };
-    // Try the entry, and undo whatever it did either way.
-    let tried = statement::subtransaction(false, || apply_round(group, &decision));
-    let (sqlstate, message) = match tried {
-        Ok(Ok(())) => {
-            return Err(refuse(
-                "its entry applies here (or fails as on every member, and is skipped alike): \
-                 apply the log instead"
-                    .into(),
-            ))
-        }
-        Ok(Err(PaxosError::Replayed { sqlstate, message })) => (sqlstate, message),
-        Ok(Err(mismatch @ PaxosError::ReplicaMismatch { .. })) => {
-            ("55000".to_owned(), mismatch.to_string())
-        }
-        Ok(Err(other)) => return Err(other),
-        Err(caught) => (statement::sqlstate(&caught), statement::message(&caught)),
-    };
-    if transient(&sqlstate) {
-        return Err(refuse(format!(
-            "its entry fails here with {sqlstate}, which may pass: apply the log again ({message})"
-        )));
-    }
-    catalog::record_apply_error(
-        group,
-        round,
-        &sqlstate,
-        &format!("skipped by an operator: {message}"),
-    )?;
-    catalog::set_applied(group, round)?;
-    // What the try drew from the sequences stays drawn, as the entry drew it on the members
-    // where it ran: later serial keys here stay in step with theirs.
-    sequences::record(group)?;
-    Ok((sqlstate, message))
-}
-
 /// Whether a failure may pass when the entry is tried again: lost connections, serialization
 /// failures and deadlocks, resources, cancels and timeouts, system errors.
-fn transient(sqlstate: &str) -> bool {
+pub fn transient(sqlstate: &str) -> bool {
     ["08", "40", "53", "57", "58"]
         .iter()
         .any(|class| sqlstate.starts_with(class))
@@ -214,8 +216,53 @@ fn transient(sqlstate: &str) -> bool {
 }
 
 /// Whether every member running the same entry on the same rows fails the same way: data
-/// exceptions (class 22) and integrity violations (class 23), except foreign keys, whose
-/// referenced table may not be replicated.
-pub fn same_everywhere(sqlstate: &str) -> bool {
-    sqlstate.starts_with("22") || (sqlstate.starts_with("23") && sqlstate != "23503")
+/// exceptions (class 22) and integrity violations (class 23); a foreign key violation only
+/// when every foreign key of the group's tables stays among them (`fks_inside`), as one
+/// to another table may find other rows on each member.
+pub fn same_everywhere(sqlstate: &str, fks_inside: impl FnOnce() -> Result<bool>) -> bool {
+    match sqlstate {
+        "23503" => fks_inside().unwrap_or(false),
+        _ => sqlstate.starts_with("22") || sqlstate.starts_with("23"),
+    }
+}
+
+/// Applies a replicate entry on this node: the table must exist and hold the same rows.
+fn apply_replicate(group: &str, round: i64, payload: &Replicate) -> Result<()> {
+    let table = qualified(&payload.schema, &payload.table);
+    let exists = Spi::get_one_with_args::<bool>(
+        "SELECT pg_catalog.to_regclass($1) IS NOT NULL",
+        &[table.as_str().into()],
+    )?
+    .unwrap_or(false);
+    if !exists {
+        return Err(PaxosError::ReplicaMismatch {
+            round,
+            reason: format!(
+                "table {table} is replicated in group \"{group}\" from round {round} but does \
+                 not exist on this node; create it as on the other members, then apply again"
+            ),
+        });
+    }
+    let own = fingerprint(&payload.schema, &payload.table)?;
+    if own != payload.fingerprint {
+        return Err(PaxosError::ReplicaMismatch {
+            round,
+            reason: format!(
+                "the rows of {table} on this node differ from those on the member that \
+                 replicated it at round {round} (fingerprint {own}, expected {}); make them \
+                 identical, then apply again",
+                payload.fingerprint
+            ),
+        });
+    }
+    catalog::add_replicated(group, &payload.schema, &payload.table, round)?;
+    // Every backend looks the table up again, and plans of writes to it are made again
+    // (this time capturing them), once this transaction commits.
+    let oid = Spi::get_one_with_args::<pg_sys::Oid>(
+        "SELECT pg_catalog.to_regclass($1)::oid",
+        &[table.as_str().into()],
+    )?;
+    registry::invalidate(oid);
+    sequences::forget();
+    Ok(())
 }

@@ -284,6 +284,14 @@ pub fn start(query: *mut pg_sys::QueryDesc, group: &str) -> Result<i64> {
         if outcome::in_explicit_block() {
             return Err(PaxosError::InTransactionBlock(group.to_owned()));
         }
+        if pg_sys::SessionReplicationRole != pg_sys::SESSION_REPLICATION_ROLE_ORIGIN as i32 {
+            // Its triggers would fire on the other members and not here.
+            return Err(PaxosError::Unsupported(
+                "writes to replicated tables run with session_replication_role = origin, as \
+                 every member replays them"
+                    .into(),
+            ));
+        }
         if !snapshot::refreshable(query) {
             return Err(PaxosError::Unsupported(
                 "writes to replicated tables run at READ COMMITTED, as statements of their own \
@@ -305,20 +313,47 @@ pub fn start(query: *mut pg_sys::QueryDesc, group: &str) -> Result<i64> {
             kind: EntryKind::Sql,
             value: Some(serde_json::to_string(&statement).unwrap_or_default()),
         };
-        let round = privileged(|| -> Result<i64> {
-            // Held until commit: no one else applies the log here until this write has run.
-            super::apply::lock_applied(group)?;
-            let round = outcome::appending(group, true, || {
-                crate::leader::append(group, PROPOSER, entry)
-            })?;
-            super::apply::apply_through(group, PROPOSER, round - 1)?;
-            catalog::set_applied(group, round)?;
-            Ok(round)
-        })?;
+        let round = privileged(|| append_and_take_turn(group, entry))?;
+        let fks_inside = super::registry::foreign_keys_inside(group)?;
         snapshot::refresh(query);
-        outcome::running(round, query);
+        outcome::running(round, query, fks_inside);
         Ok(round)
     }
+}
+
+/// Appends a write's entry at some round R and makes this transaction R's apply here: the
+/// applier stops before the entry (reserved), applies every round before it, and this
+/// transaction then holds the applied position, set to R, until it ends. Returns R.
+fn append_and_take_turn(group: &str, entry: Entry) -> Result<i64> {
+    if outcome::writing(group) {
+        // A later write of a transaction that holds the applied position already: no
+        // applier can run the rounds between, so this session does, in the replay context.
+        super::apply::lock_applied(group)?;
+        let round = outcome::appending(group, true, || {
+            crate::leader::append(group, PROPOSER, entry)
+        })?;
+        super::apply::apply_through(group, PROPOSER, round - 1)?;
+        catalog::set_applied(group, round)?;
+        return Ok(round);
+    }
+    crate::applier::reserve(group, &entry.id)?;
+    let round = outcome::appending(group, true, || {
+        crate::leader::append(group, PROPOSER, entry)
+    })?;
+    crate::applier::wait_applied(group, round - 1)?;
+    // Held until this transaction ends: the applier goes on from R once it has.
+    let applied = super::apply::lock_applied(group)?;
+    if applied != round - 1 {
+        return Err(PaxosError::Applier {
+            group: group.to_owned(),
+            reason: format!(
+                "it applied through round {applied}, not {} as this write's round {round} needs",
+                round - 1
+            ),
+        });
+    }
+    catalog::set_applied(group, round)?;
+    Ok(round)
 }
 
 #[cfg(feature = "pg15")]

@@ -10,8 +10,7 @@
 //!   would make the members diverge for good (a trigger or a policy there alone changes what
 //!   a write does there) or stop their apply (a write its author may not replay). They can
 //!   run on every member through `paxos_apply_and_append`.
-use std::cell::Cell;
-
+use super::context::{exempt, is_exempt};
 use super::{capture, cells, outcome, reads, registry};
 
 use pgrx::pg_sys;
@@ -22,25 +21,6 @@ static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
 static mut PREV_EXECUTOR_RUN: pg_sys::ExecutorRun_hook_type = None;
 static mut PREV_EXECUTOR_FINISH: pg_sys::ExecutorFinish_hook_type = None;
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
-
-thread_local! {
-    /// Set while this backend runs a logged write (applying, or checking one before it is
-    /// appended), and while the guard itself looks up which tables are replicated.
-    static EXEMPT: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `f` with writes to replicated tables allowed; restores the previous state even when
-/// `f` raises an error.
-pub fn exempt<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            EXEMPT.with(|e| e.set(self.0));
-        }
-    }
-    let _restore = Restore(EXEMPT.with(|e| e.replace(true)));
-    f()
-}
 
 /// Installs the hooks; called from `_PG_init`.
 pub fn init() {
@@ -79,7 +59,7 @@ unsafe extern "C-unwind" fn process_utility(
         if !node.is_null() && (*node).type_ == pg_sys::NodeTag::T_TransactionStmt {
             outcome::transaction_statement(node as *mut pg_sys::TransactionStmt);
         }
-        if !EXEMPT.with(Cell::get) {
+        if !is_exempt() {
             let (what, targets) = utility_targets((*statement).utilityStmt);
             if !targets.is_empty() {
                 if let Some(table) = replicated_among(&targets) {
@@ -140,10 +120,15 @@ unsafe fn utility_targets(node: *mut pg_sys::Node) -> (&'static str, Vec<pg_sys:
                 "ALTER TABLE",
                 one((*(node as *mut pg_sys::AlterTableStmt)).relation),
             ),
-            T_RenameStmt => (
-                "ALTER ... RENAME",
-                one((*(node as *mut pg_sys::RenameStmt)).relation),
-            ),
+            T_RenameStmt => renamed(node as *mut pg_sys::RenameStmt),
+            T_AlterObjectSchemaStmt => {
+                let moved = node as *mut pg_sys::AlterObjectSchemaStmt;
+                if (*moved).relation.is_null() {
+                    ("", Vec::new())
+                } else {
+                    ("ALTER ... SET SCHEMA", one((*moved).relation))
+                }
+            }
             T_IndexStmt => (
                 "CREATE INDEX",
                 one((*(node as *mut pg_sys::IndexStmt)).relation),
@@ -171,12 +156,54 @@ unsafe fn utility_targets(node: *mut pg_sys::Node) -> (&'static str, Vec<pg_sys:
     }
 }
 
+/// The replicated tables in the schemas `names` (String nodes) lists.
+unsafe fn in_schemas(names: impl Iterator<Item = *mut std::ffi::c_void>) -> Vec<pg_sys::Oid> {
+    // SAFETY: String nodes.
+    names
+        .flat_map(|name| unsafe {
+            let schema = std::ffi::CStr::from_ptr((*(name as *mut pg_sys::String)).sval);
+            registry::replicated_in_schema(&schema.to_string_lossy())
+        })
+        .collect()
+}
+
+/// The tables a rename changes: a table (or one of its columns, constraints, triggers,
+/// rules, policies), or every table of a renamed schema.
+unsafe fn renamed(rename: *mut pg_sys::RenameStmt) -> (&'static str, Vec<pg_sys::Oid>) {
+    // SAFETY: a RenameStmt names a relation, or for a schema its old name in `subname`.
+    unsafe {
+        if (*rename).renameType == pg_sys::ObjectType::OBJECT_SCHEMA {
+            let name = (*rename).subname;
+            if name.is_null() {
+                return ("", Vec::new());
+            }
+            let schema = std::ffi::CStr::from_ptr(name).to_string_lossy();
+            return (
+                "ALTER SCHEMA ... RENAME",
+                registry::replicated_in_schema(&schema),
+            );
+        }
+        let rv = (*rename).relation;
+        (
+            "ALTER ... RENAME",
+            if rv.is_null() {
+                Vec::new()
+            } else {
+                vec![relation(rv)]
+            },
+        )
+    }
+}
+
 /// The tables a DROP removes, or whose triggers, rules or policies it removes.
 unsafe fn dropped(drop: *mut pg_sys::DropStmt) -> (&'static str, Vec<pg_sys::Oid>) {
     use pg_sys::ObjectType::*;
     // SAFETY: a DropStmt: `objects` holds one name list per object; a trigger, rule or
-    // policy is named by its table's name followed by its own.
+    // policy is named by its table's name followed by its own, a schema by a String.
     unsafe {
+        if (*drop).removeType == OBJECT_SCHEMA {
+            return ("DROP SCHEMA", in_schemas(cells((*drop).objects)));
+        }
         let (what, table_name_only) = match (*drop).removeType {
             OBJECT_TABLE => ("DROP TABLE", true),
             OBJECT_TRIGGER => ("DROP TRIGGER", false),
@@ -213,12 +240,7 @@ unsafe fn granted(grant: *mut pg_sys::GrantStmt) -> (&'static str, Vec<pg_sys::O
             pg_sys::GrantTargetType::ACL_TARGET_OBJECT => objects
                 .map(|rv| relation(rv as *mut pg_sys::RangeVar))
                 .collect(),
-            pg_sys::GrantTargetType::ACL_TARGET_ALL_IN_SCHEMA => objects
-                .flat_map(|name| {
-                    let schema = std::ffi::CStr::from_ptr((*(name as *mut pg_sys::String)).sval);
-                    registry::replicated_in_schema(&schema.to_string_lossy())
-                })
-                .collect(),
+            pg_sys::GrantTargetType::ACL_TARGET_ALL_IN_SCHEMA => in_schemas(objects),
             _ => Vec::new(),
         };
         (what, tables)
@@ -263,9 +285,7 @@ fn replicated_among(tables: &[pg_sys::Oid]) -> Option<String> {
 /// pg_paxos.
 fn bypassed() -> bool {
     // SAFETY: a plain global of the parallel machinery.
-    EXEMPT.with(Cell::get)
-        || unsafe { pg_sys::ParallelWorkerNumber >= 0 }
-        || !registry::extension_present()
+    is_exempt() || unsafe { pg_sys::ParallelWorkerNumber >= 0 } || !registry::extension_present()
 }
 
 #[pg_guard]
@@ -294,7 +314,7 @@ unsafe extern "C-unwind" fn planner(
 #[pg_guard]
 unsafe extern "C-unwind" fn executor_start(query: *mut pg_sys::QueryDesc, eflags: i32) {
     let explain_only = eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0;
-    if !explain_only && !bypassed() {
+    if !explain_only && !bypassed() && !outcome::inside_captured_write() {
         let result = match capture::target_group(query) {
             Some(group) => capture::start(query, &group).map(|_| ()),
             None => reads::fence(query),

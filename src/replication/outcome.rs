@@ -27,6 +27,9 @@ enum Stage {
 
 struct Pending {
     group: String,
+    /// Whether a foreign key error of this write is the same on every member (see
+    /// `apply::same_everywhere`), known before it runs: nothing is looked up once it failed.
+    fks_inside: bool,
     round: i64,
     subtransaction: pg_sys::SubTransactionId,
     stage: Stage,
@@ -89,6 +92,7 @@ pub fn appending(
     PENDING.with(|p| {
         p.borrow_mut().push(Pending {
             group: group.to_owned(),
+            fks_inside: false,
             round: -1,
             subtransaction,
             stage: Stage::Appending,
@@ -109,13 +113,15 @@ pub fn appending(
     result
 }
 
-/// Notes that the statement of `round` now runs as `query`.
-pub fn running(round: i64, query: *mut pg_sys::QueryDesc) {
+/// Notes that the statement of `round` now runs as `query`; `fks_inside` as
+/// `apply::same_everywhere` takes it.
+pub fn running(round: i64, query: *mut pg_sys::QueryDesc, fks_inside: bool) {
     update(
         |p| p.round == round && p.stage == Stage::Appended,
         |p| {
             p.stage = Stage::Running;
             p.query = query;
+            p.fks_inside = fks_inside;
         },
     );
 }
@@ -127,6 +133,12 @@ pub fn is_running(query: *mut pg_sys::QueryDesc) -> bool {
             .iter()
             .any(|p| p.query == query && p.stage == Stage::Running)
     })
+}
+
+/// Whether a captured write is running in this backend: what it sets off (triggers,
+/// functions, rules) is part of its round's apply, neither captured again nor fenced.
+pub fn inside_captured_write() -> bool {
+    PENDING.with(|p| p.borrow().iter().any(|p| p.stage == Stage::Running))
 }
 
 /// Notes that `query` finished; returns the group it wrote to.
@@ -146,12 +158,14 @@ pub fn finished(query: *mut pg_sys::QueryDesc) -> Option<String> {
 
 /// Notes that `query` failed with `sqlstate`.
 pub fn failed(query: *mut pg_sys::QueryDesc, sqlstate: &str) {
-    if super::apply::same_everywhere(sqlstate) {
-        update(
-            |p| p.query == query && p.stage == Stage::Running,
-            |p| p.stage = Stage::FailedEverywhere,
-        );
-    }
+    update(
+        |p| p.query == query && p.stage == Stage::Running,
+        |p| {
+            if super::apply::same_everywhere(sqlstate, || Ok(p.fks_inside)) {
+                p.stage = Stage::FailedEverywhere;
+            }
+        },
+    );
 }
 
 /// Whether this transaction has written to `group` (and so holds its applied position).

@@ -12,6 +12,8 @@ use super::privileged;
 
 thread_local! {
     static GROUPS: RefCell<HashMap<pg_sys::Oid, Option<String>>> = RefCell::new(HashMap::new());
+    /// Per group, whether its foreign keys stay among its tables (`catalog::foreign_keys_inside`).
+    static FKS_INSIDE: RefCell<HashMap<String, bool>> = RefCell::new(HashMap::new());
 }
 
 /// Registers the invalidation callback; called from `_PG_init`.
@@ -23,6 +25,7 @@ pub fn init() {
 #[pg_guard]
 unsafe extern "C-unwind" fn forget(_arg: pg_sys::Datum, relation: pg_sys::Oid) {
     super::sequences::forget();
+    FKS_INSIDE.with(|f| f.borrow_mut().clear());
     GROUPS.with(|groups| {
         let mut groups = groups.borrow_mut();
         if relation == pg_sys::Oid::INVALID {
@@ -42,9 +45,21 @@ pub fn group_of(relation: pg_sys::Oid) -> Option<String> {
     if let Some(known) = GROUPS.with(|g| g.borrow().get(&relation).cloned()) {
         return known;
     }
-    let group = privileged(|| super::guard::exempt(|| lookup(relation)));
+    let group = privileged(|| super::context::exempt(|| lookup(relation)));
     GROUPS.with(|g| g.borrow_mut().insert(relation, group.clone()));
     group
+}
+
+/// Whether every foreign key of `group`'s tables joins two of them, as last looked up
+/// (forgotten with the relcache: adding a foreign key invalidates its tables).
+pub fn foreign_keys_inside(group: &str) -> crate::error::Result<bool> {
+    if let Some(known) = FKS_INSIDE.with(|f| f.borrow().get(group).copied()) {
+        return Ok(known);
+    }
+    let inside =
+        privileged(|| super::context::exempt(|| crate::catalog::foreign_keys_inside(group)))?;
+    FKS_INSIDE.with(|f| f.borrow_mut().insert(group.to_owned(), inside));
+    Ok(inside)
 }
 
 /// Makes every backend look relations up again after this transaction commits.
@@ -76,7 +91,7 @@ pub fn replicated_in_schema(schema: &str) -> Vec<pg_sys::Oid> {
         return Vec::new();
     }
     let tables = privileged(|| {
-        super::guard::exempt(|| {
+        super::context::exempt(|| {
             Spi::get_one_with_args::<Vec<pg_sys::Oid>>(
                 "SELECT array_agg(c.oid) FROM pgp_metadata.replicated_tables r \
                  JOIN pg_catalog.pg_namespace n ON n.nspname = r.schema_name \
@@ -100,4 +115,24 @@ pub fn extension_present() -> bool {
             && pg_sys::get_relname_relid(c"replicated_tables".as_ptr(), schema)
                 != pg_sys::Oid::INVALID
     }
+}
+
+/// `schema.table`, each part quoted as needed.
+pub fn qualified(schema: &str, table: &str) -> String {
+    format!(
+        "{}.{}",
+        pgrx::spi::quote_identifier(schema),
+        pgrx::spi::quote_identifier(table)
+    )
+}
+
+/// The md5 of the table's rows in their text form, sorted: equal on members holding the
+/// same rows (with the same collation).
+pub fn fingerprint(schema: &str, table: &str) -> crate::error::Result<String> {
+    let sql = format!(
+        "SELECT pg_catalog.md5(coalesce(pg_catalog.string_agg(t::text, E'\\n' ORDER BY t::text), '')) \
+         FROM ONLY {} t",
+        qualified(schema, table)
+    );
+    Ok(Spi::get_one::<String>(&sql)?.unwrap_or_default())
 }

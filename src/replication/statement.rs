@@ -56,28 +56,41 @@ pub enum Ran {
 
 /// Runs `statement` as its author in a subtransaction, which is kept when `keep` and the
 /// statement succeeded, and rolled back otherwise.
+///
+/// The replay context is the entry's alone: the author's role, with no more rights (a
+/// security-restricted operation, as PostgreSQL runs maintenance commands as a table's
+/// owner: no SET ROLE, no temporary objects); `search_path` pinned to pg_catalog, the
+/// author's path and the temporary schema last; every setting that changes what a statement
+/// does pinned (`REPLAY_SETTINGS`); and whatever the statement changes in settings undone
+/// when it ends, so nothing leaks into the next entry or pg_paxos's own catalog work.
 pub fn run(statement: &Statement, keep: bool) -> Result<Ran> {
     let role = CString::new(statement.role.as_str()).map_err(|_| invalid("role name"))?;
-    // pg_catalog first: names the deparser left unqualified are pg_catalog's.
-    let search_path = format!("pg_catalog, {}", statement.search_path);
+    let search_path = replay_search_path(&statement.search_path);
     let outcome = subtransaction(keep, || {
-        // SAFETY: the role change is undone below, or by the subtransaction's rollback.
+        // SAFETY: the role and settings are restored below, or by the subtransaction's
+        // rollback when the statement raises an error.
         unsafe {
             let (mut user, mut security) = (pg_sys::Oid::INVALID, 0);
             pg_sys::GetUserIdAndSecContext(&mut user, &mut security);
             let author = pg_sys::get_role_oid(role.as_ptr(), false);
             let nest = pg_sys::NewGUCNestLevel();
-            super::pin("search_path", &search_path);
-            for (name, value) in super::PINNED_IO {
-                super::pin(name, value);
+            super::context::pin("search_path", &search_path);
+            for (name, value) in super::context::PINNED_IO
+                .iter()
+                .chain(&super::context::REPLAY_SETTINGS)
+            {
+                super::context::pin(name, value);
             }
             pg_sys::SetUserIdAndSecContext(
                 author,
-                security | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+                security
+                    | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
+                    | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
             );
-            let rows = super::guard::exempt(|| execute(&statement.sql, &statement.params));
+            let rows = super::context::exempt(|| execute(&statement.sql, &statement.params));
             pg_sys::SetUserIdAndSecContext(user, security);
-            pg_sys::AtEOXact_GUC(true, nest);
+            // Not a commit of the settings: a SET the statement made is undone too.
+            pg_sys::AtEOXact_GUC(false, nest);
             rows
         }
     });
@@ -85,6 +98,20 @@ pub fn run(statement: &Statement, keep: bool) -> Result<Ran> {
         Ok(rows) => rows.map(|()| Ran::Done),
         Err(error) => Ok(Ran::Failed(error)),
     }
+}
+
+/// pg_catalog first (names the deparser left unqualified are pg_catalog's), then the
+/// author's schemas, and the session's temporary schema last, where it can shadow nothing.
+pub fn replay_search_path(author: &str) -> String {
+    let schemas: Vec<&str> = author
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && !s.eq_ignore_ascii_case("pg_temp") && *s != "\"pg_temp\"")
+        .collect();
+    let mut path = vec!["pg_catalog"];
+    path.extend(schemas);
+    path.push("pg_temp");
+    path.join(", ")
 }
 
 /// Checks that `sql`, with parameters of types `types` (`$1` first), parses and analyses,
@@ -97,7 +124,7 @@ pub fn check_parses(
     let sql = CString::new(sql).unwrap_or_default();
     let mut types = types.to_vec();
     subtransaction(false, || {
-        super::with_pinned_io(search_path, || {
+        super::context::with_pinned_io(search_path, || {
             // SAFETY: SPI inside a subtransaction that is rolled back; SPI_prepare only parses
             // and analyses (planning happens when a plan runs), raising any error.
             unsafe {

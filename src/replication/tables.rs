@@ -3,26 +3,27 @@
 //! the member that replicated it, and a member whose rows differ stops applying there and
 //! says so, instead of diverging silently.
 use pgrx::prelude::*;
-use serde::{Deserialize, Serialize};
 
+use super::registry::{fingerprint, qualified};
 use crate::catalog;
 use crate::error::{PaxosError, Result};
 use crate::ids;
-use crate::messages::{Entry, EntryKind};
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Replicate {
-    pub schema: String,
-    pub table: String,
-    /// md5 of the table's rows as text, in order.
-    pub fingerprint: String,
-}
+use crate::messages::{Entry, EntryKind, Replicate};
 
 /// Appends the entry that makes `table` replicated in `group`, after checking that the
-/// caller may: the table's owner (or a member of its owning role) or a superuser.
+/// caller may: the table's owner (or a member of its owning role) or a superuser. The
+/// catalog work runs `privileged`: the caller needs no rights on pg_paxos's schema.
 pub fn replicate(group: &str, proposer: &str, table: pg_sys::Oid) -> Result<i64> {
-    catalog::require_group(group)?;
     let (schema, name, kind, owns, system) = describe(table)?;
+    super::privileged(|| replicate_described(group, proposer, (schema, name, kind, owns, system)))
+}
+
+fn replicate_described(
+    group: &str,
+    proposer: &str,
+    (schema, name, kind, owns, system): (String, String, String, bool, bool),
+) -> Result<i64> {
+    catalog::require_group(group)?;
     if system {
         return Err(PaxosError::WrongObject(format!(
             "{} is a system table or belongs to pg_paxos: it cannot be replicated",
@@ -55,7 +56,7 @@ pub fn replicate(group: &str, proposer: &str, table: pg_sys::Oid) -> Result<i64>
         value: Some(serde_json::to_string(&payload).unwrap_or_default()),
     };
     let round = crate::leader::append(group, proposer, entry)?;
-    crate::replication::apply::apply_through(group, proposer, round)?;
+    crate::applier::learn_and_wait(group, proposer, round)?;
     apply_on_members(group, round)?;
     Ok(round)
 }
@@ -97,47 +98,6 @@ fn apply_on_members(group: &str, round: i64) -> Result<()> {
     Ok(())
 }
 
-/// Applies a replicate entry on this node: the table must exist and hold the same rows.
-pub fn apply(group: &str, round: i64, payload: &Replicate) -> Result<()> {
-    let table = qualified(&payload.schema, &payload.table);
-    let exists = Spi::get_one_with_args::<bool>(
-        "SELECT pg_catalog.to_regclass($1) IS NOT NULL",
-        &[table.as_str().into()],
-    )?
-    .unwrap_or(false);
-    if !exists {
-        return Err(PaxosError::ReplicaMismatch {
-            round,
-            reason: format!(
-                "table {table} is replicated in group \"{group}\" from round {round} but does \
-                 not exist on this node; create it as on the other members, then apply again"
-            ),
-        });
-    }
-    let own = fingerprint(&payload.schema, &payload.table)?;
-    if own != payload.fingerprint {
-        return Err(PaxosError::ReplicaMismatch {
-            round,
-            reason: format!(
-                "the rows of {table} on this node differ from those on the member that \
-                 replicated it at round {round} (fingerprint {own}, expected {}); make them \
-                 identical, then apply again",
-                payload.fingerprint
-            ),
-        });
-    }
-    catalog::add_replicated(group, &payload.schema, &payload.table, round)?;
-    // Every backend looks the table up again, and plans of writes to it are made again
-    // (this time capturing them), once this transaction commits.
-    let oid = Spi::get_one_with_args::<pg_sys::Oid>(
-        "SELECT pg_catalog.to_regclass($1)::oid",
-        &[table.as_str().into()],
-    )?;
-    super::registry::invalidate(oid);
-    super::sequences::forget();
-    Ok(())
-}
-
 /// Schema, name, relkind of `table`, whether the current user owns it (or is superuser), and
 /// whether it is PostgreSQL's own or pg_paxos's.
 fn describe(table: pg_sys::Oid) -> Result<(String, String, String, bool, bool)> {
@@ -165,23 +125,4 @@ fn describe(table: pg_sys::Oid) -> Result<(String, String, String, bool, bool)> 
             ))),
         }
     })
-}
-
-pub fn qualified(schema: &str, table: &str) -> String {
-    format!(
-        "{}.{}",
-        pgrx::spi::quote_identifier(schema),
-        pgrx::spi::quote_identifier(table)
-    )
-}
-
-/// The md5 of the table's rows in their text form, sorted: equal on members holding the
-/// same rows (with the same collation).
-fn fingerprint(schema: &str, table: &str) -> Result<String> {
-    let sql = format!(
-        "SELECT pg_catalog.md5(coalesce(pg_catalog.string_agg(t::text, E'\\n' ORDER BY t::text), '')) \
-         FROM ONLY {} t",
-        qualified(schema, table)
-    );
-    Ok(Spi::get_one::<String>(&sql)?.unwrap_or_default())
 }

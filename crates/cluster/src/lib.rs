@@ -117,8 +117,21 @@ impl Node {
     /// 30 s; a node that is paused answers nothing, so wrap the call in a shorter timeout
     /// where that is expected.
     pub async fn connect(&self) -> Result<tokio_postgres::Client, Error> {
-        let connstr = self.connstr();
-        let connecting = tokio_postgres::connect(&connstr, tokio_postgres::NoTls);
+        self.connect_with(&self.connstr()).await
+    }
+
+    /// `connect`, as role `user` (the harness's servers trust loopback connections).
+    pub async fn connect_as(&self, user: &str) -> Result<tokio_postgres::Client, Error> {
+        let connstr = format!(
+            "host=127.0.0.1 port={} user='{}' dbname=postgres",
+            self.port,
+            user.replace('\\', "\\\\").replace('\'', "\\'")
+        );
+        self.connect_with(&connstr).await
+    }
+
+    async fn connect_with(&self, connstr: &str) -> Result<tokio_postgres::Client, Error> {
+        let connecting = tokio_postgres::connect(connstr, tokio_postgres::NoTls);
         let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .map_err(|_| Error::Timeout {

@@ -1,0 +1,395 @@
+//! The applier's loop for one group. Each pass:
+//! 1. learns: on the leading member, the rounds its leadership decided are chosen (the rule
+//!    of `AcceptRequest::chosen_through`); elsewhere, when a session waits for rounds not
+//!    known here, or rounds accepted here stay unknown, they are fetched from the members
+//!    (and decided, when abandoned);
+//! 2. applies up to `BATCH` known rounds in one transaction, stopping before a writer's
+//!    reserved entry and before an entry that fails here (tried again with backoff, never
+//!    skipped), and publishes the applied position;
+//! 3. on the leading member, once no new round was decided for `ANNOUNCE_AFTER`, tells the
+//!    other members what was chosen, so that an idle group's followers apply at once.
+use std::time::{Duration, Instant};
+
+use pgrx::bgworkers::BackgroundWorker;
+use pgrx::prelude::*;
+
+use super::{launcher, shared};
+use crate::catalog;
+use crate::error::{PaxosError, Result};
+use crate::messages::AnnounceRequest;
+use crate::multipaxos::{to_each, Log};
+use crate::node::{self, Key};
+use crate::replication::apply::{self, Stop};
+
+/// Rounds applied in one transaction at most.
+const BATCH: i64 = 500;
+/// How long the leading member waits for another decision before announcing.
+const ANNOUNCE_AFTER: Duration = Duration::from_millis(2);
+/// How long rounds accepted here may stay unknown before they are fetched.
+const STALL: Duration = Duration::from_millis(20);
+/// How long a waited-for round may stay undecided before it is decided here.
+const ABANDONED: Duration = Duration::from_millis(200);
+/// How often an idle applier asks the members whether it missed something.
+const PROBE: Duration = Duration::from_secs(2);
+/// The longest pause between two tries of an entry that fails here.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long a new applier waits for the transaction that creates its group to commit.
+const GROUP_GRACE: Duration = Duration::from_secs(30);
+
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn pg_paxos_applier_main(_arg: pg_sys::Datum) {
+    launcher::standard_signals();
+    let extra = BackgroundWorker::get_extra().to_owned();
+    let Some((database, group)) = extra.split_once('\n') else {
+        return;
+    };
+    let Ok(database) = database.parse::<u32>() else {
+        return;
+    };
+    let Ok(key) = Key::in_database(database, group) else {
+        return;
+    };
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(database)), None);
+    settle_session(group);
+    // SAFETY: set once at process start.
+    let pid = unsafe { pg_sys::MyProcPid };
+    if !shared::claim(&key, pid) {
+        // Another applier serves the group: this registration ends for good.
+        exit(0);
+    }
+    CLAIMED.with(|c| c.set(Some(key)));
+    // SAFETY: registers a callback PostgreSQL runs before detaching from shared memory.
+    unsafe { pg_sys::before_shmem_exit(Some(unclaim), pg_sys::Datum::from(0)) };
+
+    let mut applier = Applier::new(group, key);
+    let waited = Instant::now();
+    loop {
+        match in_transaction(|| catalog::applied(group)) {
+            Ok(Some(applied)) => {
+                applier.applied = applied;
+                shared::publish(&key, applied, None);
+                break;
+            }
+            _ if waited.elapsed() > GROUP_GRACE => exit(0),
+            _ => sleep(Duration::from_millis(100)),
+        }
+    }
+    pgrx::log!(
+        "pg_paxos applier of group \"{group}\" started at round {}",
+        applier.applied
+    );
+    loop {
+        match applier.pass() {
+            Ok(Some(pause)) => sleep(pause),
+            Ok(None) => {
+                pgrx::log!("pg_paxos applier of group \"{group}\" stops: the group is gone");
+                exit(0);
+            }
+            Err(error) => {
+                pgrx::log!("pg_paxos applier of group \"{group}\": {error}");
+                sleep(applier.backoff());
+            }
+        }
+    }
+}
+
+thread_local! {
+    static CLAIMED: std::cell::Cell<Option<Key>> = const { std::cell::Cell::new(None) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn unclaim(_code: std::ffi::c_int, _arg: pg_sys::Datum) {
+    if let Some(key) = CLAIMED.with(|c| c.take()) {
+        // SAFETY: set once at process start.
+        shared::release(&key, unsafe { pg_sys::MyProcPid });
+    }
+}
+
+fn exit(code: i32) -> ! {
+    // SAFETY: ends the process through PostgreSQL's exit path (callbacks run); an exit code
+    // of 0 tells the postmaster not to start this worker again.
+    unsafe { pg_sys::proc_exit(code) }
+}
+
+/// The session settings of an applier: its name in pg_stat_activity, and pg_paxos's own
+/// catalog work immune to objects users create (operators and functions resolve in
+/// pg_catalog only).
+fn settle_session(group: &str) {
+    let name = std::ffi::CString::new(format!("pg_paxos applier {group}")).unwrap_or_default();
+    // SAFETY: reports the name, and sets a session default the replay context pins over
+    // and restores after each entry.
+    unsafe {
+        pg_sys::pgstat_report_appname(name.as_ptr());
+        pg_sys::SetConfigOption(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+        );
+    }
+}
+
+/// Sleeps on the latch for at most `pause`; ends the process on SIGTERM, reloads the
+/// configuration on SIGHUP.
+fn sleep(pause: Duration) {
+    // SAFETY: waits on this process's own latch; the flag is PostgreSQL's.
+    unsafe {
+        if !pause.is_zero() {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                pause.as_millis().max(1) as _,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
+        check_for_interrupts!();
+        if pg_sys::ConfigReloadPending != 0 {
+            pg_sys::ConfigReloadPending = 0;
+            pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
+        }
+    }
+}
+
+/// Runs `f` in a transaction of its own, committed when it succeeds and rolled back
+/// otherwise. (An error PostgreSQL raises ends the process; the postmaster restarts it.)
+fn in_transaction<R>(f: impl FnOnce() -> Result<R>) -> Result<R> {
+    // SAFETY: the applier is between transactions whenever it calls this.
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    let result = f();
+    // SAFETY: ends the transaction started above.
+    unsafe {
+        pg_sys::PopActiveSnapshot();
+        if result.is_ok() {
+            pg_sys::CommitTransactionCommand();
+        } else {
+            pg_sys::AbortCurrentTransaction();
+        }
+    }
+    result
+}
+
+struct Applier {
+    group: String,
+    key: Key,
+    applied: i64,
+    /// The learned position last seen, and since when.
+    learned: (i64, Instant),
+    /// Since when a session has waited for a round not known here.
+    wanted_since: Option<Instant>,
+    last_probe: Instant,
+    /// The leadership's decided position last seen, since when, and what was announced.
+    decided: (i64, Instant),
+    announced: i64,
+    /// Consecutive failed tries of the entry that stops the applier, and the last error.
+    failures: u32,
+    last_try: Instant,
+    last_error: String,
+}
+
+impl Applier {
+    fn new(group: &str, key: Key) -> Applier {
+        let now = Instant::now();
+        Applier {
+            group: group.to_owned(),
+            key,
+            applied: -1,
+            learned: (-1, now),
+            wanted_since: None,
+            last_probe: now,
+            decided: (-1, now),
+            announced: -1,
+            failures: 0,
+            last_try: now,
+            last_error: String::new(),
+        }
+    }
+
+    fn backoff(&self) -> Duration {
+        (Duration::from_millis(50) * 2u32.pow(self.failures.min(8))).min(MAX_BACKOFF)
+    }
+
+    /// One pass; returns how long to sleep, or `None` once the group is gone.
+    fn pass(&mut self) -> Result<Option<Duration>> {
+        let Some((learned, accepted)) = in_transaction(|| self.learn_local())? else {
+            return Ok(None);
+        };
+        let now = Instant::now();
+        if learned != self.learned.0 {
+            self.learned = (learned, now);
+        }
+        let wanted = shared::wanted(&self.key);
+        self.wanted_since = match (wanted > learned, self.wanted_since) {
+            (true, None) => Some(now),
+            (true, since) => since,
+            (false, _) => None,
+        };
+        let stalled = accepted > learned && now.duration_since(self.learned.1) > STALL;
+        let probe = now.duration_since(self.last_probe) > PROBE;
+        let mut pause = Duration::from_secs(1);
+        if wanted > learned || stalled || probe {
+            if let Err(error) = in_transaction(|| self.learn_remote(wanted.max(accepted), probe)) {
+                pgrx::debug1!("pg_paxos applier of group \"{}\": {error}", self.group);
+            }
+            if wanted > learned {
+                pause = Duration::from_millis(1);
+            }
+        }
+
+        let learned = in_transaction(|| catalog::learned_through(&self.group))?;
+        let stopped = self.failures > 0;
+        let retry_due = now.duration_since(self.last_try)
+            >= if wanted > self.applied {
+                Duration::from_millis(10)
+            } else {
+                self.backoff()
+            };
+        if learned > self.applied && (!stopped || retry_due) {
+            self.last_try = now;
+            let key = self.key;
+            let outcome = in_transaction(|| {
+                apply::apply_available(&self.group, BATCH, |d| shared::reserved(&key, &d.entry.id))
+            })?;
+            match outcome.stop {
+                Some(Stop::Busy) => pause = pause.min(Duration::from_millis(1)),
+                Some(Stop::Failed(round, error)) => {
+                    self.applied = outcome.applied;
+                    self.failed(round, &error);
+                    let sqlstate = match &error {
+                        PaxosError::Replayed { sqlstate, .. } => sqlstate.as_str(),
+                        _ => "55000",
+                    };
+                    shared::publish(
+                        &self.key,
+                        self.applied,
+                        Some((round, sqlstate, &self.last_error)),
+                    );
+                    pause = pause.min(self.backoff());
+                }
+                stop => {
+                    self.applied = outcome.applied;
+                    if self.failures > 0 {
+                        pgrx::log!(
+                            "pg_paxos applier of group \"{}\" applied past round {}",
+                            self.group,
+                            outcome.applied
+                        );
+                    }
+                    self.failures = 0;
+                    self.last_error.clear();
+                    shared::publish(&self.key, self.applied, None);
+                    if stop.is_none() && self.applied < learned {
+                        pause = Duration::ZERO;
+                    }
+                }
+            }
+        } else if stopped {
+            pause = pause.min(self.backoff());
+        }
+
+        if let Some(wait) = self.announce()? {
+            pause = pause.min(wait);
+        }
+        Ok(Some(pause))
+    }
+
+    /// Whether the group still exists, and if so, the rounds known and accepted here (the
+    /// leadership's decisions recorded first on the leading member).
+    fn learn_local(&self) -> Result<Option<(i64, i64)>> {
+        if catalog::group(&self.group)?.is_none() {
+            return Ok(None);
+        }
+        let mut learned = catalog::learned_through(&self.group)?;
+        if let Some(leadership) = node::leadership(&self.group) {
+            if leadership.decided_through > learned
+                && catalog::mark_chosen_under(
+                    &self.group,
+                    &leadership.ballot,
+                    leadership.decided_through,
+                )?
+            {
+                learned = catalog::advance_learned(&self.group)?;
+            }
+        }
+        Ok(Some((learned, catalog::max_accepted_round(&self.group)?)))
+    }
+
+    /// Fetches rounds through `through` from the members (and, when `probe`, through the
+    /// highest round a majority accepted); decides rounds that a session has waited for
+    /// longer than `ABANDONED`.
+    fn learn_remote(&mut self, through: i64, probe: bool) -> Result<()> {
+        let mut log = Log::open(&self.group, "applier")?;
+        let mut target = through;
+        if probe {
+            self.last_probe = Instant::now();
+            target = target.max(log.max_group_round()?);
+        }
+        if target > log.learned_through() {
+            log.catch_up(target)?;
+        }
+        let wanted = shared::wanted(&self.key);
+        let abandoned = self
+            .wanted_since
+            .is_some_and(|since| since.elapsed() > ABANDONED);
+        if abandoned && wanted > log.learned_through() {
+            log.learn_through(wanted)?;
+        }
+        Ok(())
+    }
+
+    fn failed(&mut self, round: i64, error: &PaxosError) {
+        self.failures += 1;
+        let message = error.to_string();
+        if message != self.last_error {
+            pgrx::warning!(
+                "pg_paxos applier of group \"{}\" stopped before round {round}: {message}",
+                self.group
+            );
+            self.last_error = message;
+        }
+    }
+
+    /// On the leading member, tells the others what was chosen once no round was decided
+    /// for `ANNOUNCE_AFTER`; returns how long to wait before looking again, if it should.
+    fn announce(&mut self) -> Result<Option<Duration>> {
+        let Some(leadership) = node::leadership(&self.group) else {
+            return Ok(None);
+        };
+        let through = leadership.decided_through;
+        if through <= self.announced {
+            return Ok(None);
+        }
+        let now = Instant::now();
+        if through != self.decided.0 {
+            self.decided = (through, now);
+        }
+        let quiet = now.duration_since(self.decided.1);
+        if quiet < ANNOUNCE_AFTER {
+            return Ok(Some(ANNOUNCE_AFTER - quiet));
+        }
+        self.announced = through;
+        let (own, voters) = in_transaction(|| {
+            Ok((
+                catalog::require_group(&self.group)?.self_connection,
+                Log::open(&self.group, "applier")?.voters(through + 1),
+            ))
+        })?;
+        let others: Vec<String> = voters.into_iter().filter(|m| *m != own).collect();
+        let request = AnnounceRequest {
+            group: self.group.clone(),
+            ballot: leadership.ballot,
+            through,
+        };
+        // The first answer is enough to go on: the other requests complete on their own
+        // whenever this process next talks to the members.
+        crate::peers::exchange(&to_each(&others, "paxos_announce", &request), |_, _| {
+            std::ops::ControlFlow::Break(())
+        });
+        Ok(None)
+    }
+}
