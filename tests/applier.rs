@@ -255,6 +255,32 @@ async fn replay_runs_in_a_context_its_author_cannot_steer() {
         .execute("INSERT INTO public.kv VALUES (2, 'plain')", &[])
         .await
         .expect("mallory's second write");
+    // DDL she has no right to is refused before anything reaches the log.
+    let entries = log_length(&clients[0]).await;
+    for (sql, code) in [
+        (
+            "CREATE TRIGGER t BEFORE INSERT ON public.kv FOR EACH ROW \
+             EXECUTE FUNCTION mallory.steer()",
+            "42501",
+        ),
+        ("ALTER TABLE public.kv ADD COLUMN evil int", "42501"),
+        ("TRUNCATE public.kv", "42501"),
+        ("CREATE POLICY p ON public.kv USING (false)", "42501"),
+        ("ALTER TABLE public.kv SET SCHEMA mallory", "0A000"),
+        ("DROP TABLE public.kv", "0A000"),
+    ] {
+        let refused = mallory.batch_execute(sql).await;
+        assert_eq!(
+            sqlstate(&refused).as_deref(),
+            Some(code),
+            "{sql}: {refused:?}"
+        );
+    }
+    assert_eq!(
+        log_length(&clients[0]).await,
+        entries,
+        "nothing was appended"
+    );
     clients[0]
         .execute("INSERT INTO kv VALUES (3, 'by the superuser')", &[])
         .await

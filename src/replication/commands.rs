@@ -8,16 +8,20 @@ use crate::ids;
 use crate::messages::{Entry, EntryKind};
 use crate::multipaxos::Log;
 use crate::replication::apply::{apply_round, lock_applied, transient};
+use crate::replication::context::privileged;
 use crate::replication::sequences;
 use crate::replication::statement::{self, Ran, Statement};
 
-/// See `paxos_apply_and_append`.
+/// See `paxos_apply_and_append`; also what DDL typed on a replicated table runs (`ddl`).
+/// The statement is the caller's, checked as the caller; the catalog work is `privileged`.
 pub fn apply_and_append(group: &str, proposer: &str, sql: &str) -> Result<i64> {
-    catalog::require_group(group)?;
     let statement = Statement::by_current_user(sql)?;
-    // Check the write against every write acknowledged before it began.
-    let highest = Log::open(group, proposer)?.max_group_round()?;
-    crate::applier::wait_applied(group, highest)?;
+    // Check the statement against every write acknowledged before it began.
+    privileged(|| {
+        catalog::require_group(group)?;
+        let highest = Log::open(group, proposer)?.max_group_round()?;
+        crate::applier::wait_applied(group, highest)
+    })?;
     if let Ran::Failed(error) = statement::run(&statement, false)? {
         (*error).rethrow();
     }
@@ -26,13 +30,15 @@ pub fn apply_and_append(group: &str, proposer: &str, sql: &str) -> Result<i64> {
         kind: EntryKind::Sql,
         value: Some(serde_json::to_string(&statement).unwrap_or_default()),
     };
-    let round = crate::leader::append(group, proposer, entry)?;
-    // The applier runs it here as on every member.
-    learn_and_wait(group, proposer, round)?;
-    match catalog::apply_error(group, round)? {
-        Some((sqlstate, message)) => Err(PaxosError::Replayed { sqlstate, message }),
-        None => Ok(round),
-    }
+    privileged(|| {
+        let round = crate::leader::append(group, proposer, entry)?;
+        // The applier runs it here as on every member.
+        learn_and_wait(group, proposer, round)?;
+        match catalog::apply_error(group, round)? {
+            Some((sqlstate, message)) => Err(PaxosError::Replayed { sqlstate, message }),
+            None => Ok(round),
+        }
+    })
 }
 
 /// Skips `round` on this node only: applies the rounds before it, records the error its

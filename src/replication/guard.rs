@@ -11,7 +11,7 @@
 //!   a write does there) or stop their apply (a write its author may not replay). They can
 //!   run on every member through `paxos_apply_and_append`.
 use super::context::{exempt, is_exempt};
-use super::{capture, cells, outcome, reads, registry};
+use super::{capture, cells, ddl, outcome, reads, registry};
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -63,11 +63,20 @@ unsafe extern "C-unwind" fn process_utility(
             let (what, targets) = utility_targets((*statement).utilityStmt);
             if !targets.is_empty() {
                 if let Some(table) = replicated_among(&targets) {
+                    if ddl::replicable(node) {
+                        match ddl::replicate(statement, query, context, &targets, completion) {
+                            Ok(_) => return,
+                            Err(error) => error.raise(),
+                        }
+                    }
                     ereport!(
                         ERROR,
                         PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                        format!("{what} on replicated table {table} is not replicated"),
-                        "Run it on every member through the log with paxos_apply_and_append()."
+                        format!("{what} on replicated table {table} cannot be replicated"),
+                        "Replicated tables keep their name, schema and existence, and take rows \
+                         through INSERT (not COPY FROM); GRANT names them one by one. ALTER \
+                         TABLE, CREATE INDEX, GRANT, REVOKE, TRUNCATE, triggers, rules and \
+                         policies on them are replicated as typed."
                     );
                 }
             }

@@ -22,6 +22,7 @@ pub mod apply;
 pub mod capture;
 pub mod commands;
 pub mod context;
+pub mod ddl;
 pub mod determinism;
 pub mod guard;
 pub mod outcome;
