@@ -182,6 +182,8 @@ mod pgp_metadata {
     fn paxos_announce(request: &str) -> String {
         serve(request, |req: AnnounceRequest| {
             check_group(&req.group)?;
+            // What it records is known on a majority already: a crash here only forgets it.
+            crate::replication::context::pin_for_transaction("synchronous_commit", "off");
             check_round(req.through)?;
             check_ballot(&req.ballot)?;
             let mut learned = catalog::learned_through(&req.group)?;

@@ -545,8 +545,9 @@ async fn an_operator_can_skip_an_entry_that_fails_on_one_member_only() {
         next.contains("applies here") || next.contains("applied on this node already"),
         "{next}"
     );
-    // Nor is an entry the applier is busy with (waiting for a lock held here): the skip
-    // waits for the applied position, and gives up as the session's lock_timeout says.
+    // Nor is an entry that waits for a lock held here: the skip gives up as the session's
+    // lock_timeout says, waiting for the applied position the applier holds (55P03), or
+    // trying the entry itself, a failure that may pass (55000).
     let holder = connect(&cluster, 1).await;
     holder
         .batch_execute("BEGIN; LOCK TABLE kv IN ACCESS EXCLUSIVE MODE")
@@ -560,7 +561,8 @@ async fn an_operator_can_skip_an_entry_that_fails_on_one_member_only() {
         .query_one(skip, &[&GROUP, &later])
         .await
         .expect_err("the applier holds the applied position");
-    assert_eq!(busy.as_db_error().unwrap().code().code(), "55P03");
+    let code = busy.as_db_error().unwrap().code().code().to_owned();
+    assert!(code == "55P03" || code == "55000", "{busy:?}");
     holder.batch_execute("ROLLBACK").await.unwrap();
     b.batch_execute("RESET lock_timeout").await.unwrap();
 

@@ -23,8 +23,12 @@ use crate::replication::apply::{self, Stop};
 
 /// Rounds applied in one transaction at most.
 const BATCH: i64 = 500;
-/// How long the leading member waits for another decision before announcing.
-const ANNOUNCE_AFTER: Duration = Duration::from_millis(2);
+/// How long the leading member waits for another decision before announcing: while writes
+/// follow one another, the next accept request tells the members instead.
+const ANNOUNCE_AFTER: Duration = Duration::from_millis(5);
+/// How long new rounds may wait when no session waits for them, so that one pass (a few
+/// transactions) serves several: what a follower's optimistic read may lag behind.
+const COALESCE: Duration = Duration::from_millis(2);
 /// How long rounds accepted here may stay unknown before they are fetched.
 const STALL: Duration = Duration::from_millis(20);
 /// How long a waited-for round may stay undecided before it is decided here.
@@ -112,21 +116,28 @@ fn exit(code: i32) -> ! {
     unsafe { pg_sys::proc_exit(code) }
 }
 
-/// The session settings of an applier: its name in pg_stat_activity, and pg_paxos's own
+/// The session settings of an applier: its name in pg_stat_activity; pg_paxos's own
 /// catalog work immune to objects users create (operators and functions resolve in
-/// pg_catalog only).
+/// pg_catalog only); and commits that do not wait for this node's disk. What it commits is
+/// chosen already, durable on a majority of acceptors: a crash loses at most the tail of
+/// its work, and the applied position with it (one transaction), so it applies that again.
 fn settle_session(group: &str) {
     let name = std::ffi::CString::new(format!("pg_paxos applier {group}")).unwrap_or_default();
-    // SAFETY: reports the name, and sets a session default the replay context pins over
-    // and restores after each entry.
+    // SAFETY: reports the name, and sets session defaults (the replay context pins its own
+    // settings over them and restores them after each entry).
     unsafe {
         pg_sys::pgstat_report_appname(name.as_ptr());
-        pg_sys::SetConfigOption(
-            c"search_path".as_ptr(),
-            c"pg_catalog, pg_temp".as_ptr(),
-            pg_sys::GucContext::PGC_SUSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-        );
+        for (setting, value) in [
+            (c"search_path", c"pg_catalog, pg_temp"),
+            (c"synchronous_commit", c"off"),
+        ] {
+            pg_sys::SetConfigOption(
+                setting.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+            );
+        }
     }
 }
 
@@ -186,6 +197,10 @@ struct Applier {
     /// The leadership's decided position last seen, since when, and what was announced.
     decided: (i64, Instant),
     announced: i64,
+    /// Since when the applier was woken without a session waiting (see `COALESCE`).
+    woken_since: Option<Instant>,
+    /// Whether the last pass left known rounds unapplied (a catch-up goes on at once).
+    behind: bool,
     /// Consecutive failed tries of the entry that stops the applier, and the last error.
     failures: u32,
     last_try: Instant,
@@ -204,6 +219,8 @@ impl Applier {
             last_probe: now,
             decided: (-1, now),
             announced: -1,
+            woken_since: None,
+            behind: false,
             failures: 0,
             last_try: now,
             last_error: String::new(),
@@ -214,8 +231,19 @@ impl Applier {
         (Duration::from_millis(50) * 2u32.pow(self.failures.min(8))).min(MAX_BACKOFF)
     }
 
-    /// One pass; returns how long to sleep, or `None` once the group is gone.
+    /// One pass; returns how long to sleep, or `None` once the group is gone. Unless a
+    /// session waits, a pass runs `COALESCE` after the wake that asked for it.
     fn pass(&mut self) -> Result<Option<Duration>> {
+        if !self.behind && shared::wanted(&self.key) <= self.applied {
+            let since = *self.woken_since.get_or_insert_with(Instant::now);
+            if let Some(left) = COALESCE
+                .checked_sub(since.elapsed())
+                .filter(|d| !d.is_zero())
+            {
+                return Ok(Some(left));
+            }
+        }
+        self.woken_since = None;
         let Some((learned, accepted)) = in_transaction(|| self.learn_local())? else {
             return Ok(None);
         };
@@ -295,6 +323,7 @@ impl Applier {
         if let Some(wait) = self.announce()? {
             pause = pause.min(wait);
         }
+        self.behind = pause.is_zero();
         Ok(Some(pause))
     }
 

@@ -87,6 +87,25 @@ pub fn pin(name: &str, value: &str) {
     }
 }
 
+/// Sets `name` to `value` until the end of the current transaction (SET LOCAL).
+pub fn pin_for_transaction(name: &str, value: &str) {
+    let name = CString::new(name).unwrap_or_default();
+    let value = CString::new(value).unwrap_or_default();
+    // SAFETY: valid C strings; errors are raised as PostgreSQL errors (elevel ERROR).
+    unsafe {
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            pgrx::PgLogLevel::ERROR as i32,
+            false,
+        );
+    }
+}
+
 /// Settings that make the text form of values identical on every member.
 pub const PINNED_IO: [(&str, &str); 4] = [
     ("datestyle", "ISO, MDY"),
