@@ -13,19 +13,54 @@ use crate::error::{OrRaise, PaxosError, Result};
 use crate::messages::*;
 use paxos_core::{BatchReply, PrepareFrom, RangePromise};
 
-/// Decodes a JSON request, handles it, and encodes the reply (or raises the error).
+/// Decodes a JSON request, handles it, and encodes the reply (or raises the error). Only
+/// the role of the member connection strings (or a superuser) is served.
 pub fn serve<Req: DeserializeOwned, Rep: Serialize>(
     request: &str,
     handle: impl FnOnce(Req) -> Result<Rep>,
 ) -> String {
-    let result = serde_json::from_str::<Req>(request)
-        .map_err(|e| PaxosError::InvalidArgument {
-            what: "request",
-            reason: e.to_string(),
+    let result = require_member_role()
+        .and_then(|()| {
+            serde_json::from_str::<Req>(request).map_err(|e| PaxosError::InvalidArgument {
+                what: "request",
+                reason: e.to_string(),
+            })
         })
         .and_then(handle);
     let reply = result.or_raise();
     serde_json::to_string(&reply).unwrap_or_else(|e| panic!("pg_paxos: cannot encode a reply: {e}"))
+}
+
+thread_local! {
+    /// The role this backend last found to be a member role.
+    static MEMBER_ROLE: std::cell::Cell<Option<pgrx::pg_sys::Oid>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Refuses a caller that is neither a superuser nor the role named in a member connection
+/// string: EXECUTE granted on an endpoint is not enough (a member role is as powerful as a
+/// superuser, since the applier runs entries as any author).
+pub fn require_member_role() -> Result<()> {
+    // SAFETY: plain reads of the current role.
+    let (role, superuser) = unsafe { (pgrx::pg_sys::GetUserId(), pgrx::pg_sys::superuser()) };
+    if superuser || MEMBER_ROLE.with(std::cell::Cell::get) == Some(role) {
+        return Ok(());
+    }
+    // SAFETY: the name of an existing role.
+    let name = unsafe {
+        std::ffi::CStr::from_ptr(pgrx::pg_sys::GetUserNameFromId(role, false))
+            .to_string_lossy()
+            .into_owned()
+    };
+    let members = crate::replication::privileged(catalog::member_connections)?;
+    if members
+        .iter()
+        .any(|c| crate::connstr::user(c).as_deref() == Some(name.as_str()))
+    {
+        MEMBER_ROLE.with(|m| m.set(Some(role)));
+        return Ok(());
+    }
+    Err(PaxosError::NotMemberRole(name))
 }
 
 /// Refuses work for groups this node does not (yet, or any longer) belong to, without

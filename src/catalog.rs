@@ -426,6 +426,17 @@ pub fn lock_applied(group_id: &str) -> Result<i64> {
     .ok_or_else(|| PaxosError::UnknownGroup(group_id.to_owned()))
 }
 
+/// Every connection string of a member of any group, this node's own included.
+pub fn member_connections() -> Result<Vec<String>> {
+    Ok(value::<Vec<String>>(
+        "SELECT coalesce(pg_catalog.array_agg(DISTINCT c), '{}') FROM ( \
+             SELECT connection FROM pgp_metadata.host \
+             UNION ALL SELECT self_connection FROM pgp_metadata.\"group\") m(c)",
+        &[],
+    )?
+    .unwrap_or_default())
+}
+
 /// `lock_applied` for the applier: `None`, without waiting, while another transaction holds
 /// the position (a writer running its round).
 pub fn try_lock_applied(group_id: &str) -> Result<Option<i64>> {

@@ -72,6 +72,12 @@ pub fn config(connection: &str, timeout: Duration) -> Result<Config> {
     Ok(config)
 }
 
+/// The role a member connection string logs in as (libpq's default: the OS user).
+pub fn user(connection: &str) -> Option<String> {
+    let config = Config::from_str(connection).ok()?;
+    Some(config.get_user().map_or_else(os_user_name, str::to_owned))
+}
+
 /// The connection string with any password value hidden, for messages.
 pub fn redact(connection: &str) -> String {
     connection

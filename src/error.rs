@@ -12,6 +12,8 @@ pub enum PaxosError {
     InvalidConnection { connection: String, reason: String },
     #[error("only superusers can {0}")]
     NotSuperuser(&'static str),
+    #[error("role \"{0}\" is not the role of any member connection string: only members call the member endpoints")]
+    NotMemberRole(String),
     #[error("paxos group \"{0}\" does not exist on this node")]
     UnknownGroup(String),
     #[error("this node is already a member of paxos group \"{0}\"")]
@@ -91,7 +93,9 @@ impl PaxosError {
                 ERRCODE_INVALID_PARAMETER_VALUE
             }
             PaxosError::NotSelf { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
-            PaxosError::NotSuperuser(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            PaxosError::NotSuperuser(_) | PaxosError::NotMemberRole(_) => {
+                ERRCODE_INSUFFICIENT_PRIVILEGE
+            }
             PaxosError::UnknownGroup(_) => ERRCODE_UNDEFINED_OBJECT,
             PaxosError::GroupExists(_) => ERRCODE_DUPLICATE_OBJECT,
             PaxosError::Unreachable { .. } => ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,

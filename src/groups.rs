@@ -222,6 +222,7 @@ mod pgp_metadata {
                 reason: e.to_string(),
             })
             .and_then(|req| {
+                crate::acceptor::require_member_role()?;
                 validate_group_name(&req.group)?;
                 connstr::validate(&req.connection)?;
                 if !req.kind.changes_membership() {

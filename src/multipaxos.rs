@@ -526,6 +526,23 @@ impl Log {
         Ok(())
     }
 
+    /// Makes every round up to `through` known here: learned from the members, or decided
+    /// when abandoned. A round above every round accepted in the group is refused.
+    pub fn know_through(&mut self, through: i64) -> Result<()> {
+        if self.catch_up(through)? >= through {
+            return Ok(());
+        }
+        let highest = self.max_group_round()?;
+        if through > highest {
+            return Err(PaxosError::RoundOutOfReach {
+                group: self.group.clone(),
+                round: through,
+                reason: format!("the highest round accepted in the group is {highest}"),
+            });
+        }
+        self.learn_through(through)
+    }
+
     /// The decision of a round this node already knows.
     pub fn decision(&self, round: i64) -> Result<Option<Decision>> {
         Ok(catalog::decisions(&self.group, round, round, 1)?

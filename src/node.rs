@@ -273,12 +273,17 @@ pub fn wake(pid: i32) {
 
 /// Sleeps until woken or for a short while, then processes interrupts.
 fn nap() {
+    nap_for(NAP_MS);
+}
+
+/// Sleeps until woken or for `ms` at most, then processes interrupts.
+pub fn nap_for(ms: i64) {
     // SAFETY: waits on this backend's own latch, as PostgreSQL's own waits do.
     unsafe {
         pg_sys::WaitLatch(
             pg_sys::MyLatch,
             (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-            NAP_MS as _,
+            ms as _,
             pg_sys::PG_WAIT_EXTENSION,
         );
         pg_sys::ResetLatch(pg_sys::MyLatch);

@@ -192,6 +192,31 @@ async fn only_superusers_manage_groups_and_call_endpoints() {
         "42501"
     );
     admin.batch_execute("RESET ROLE").await.unwrap();
+    // Nor do grants on the member endpoints and the catalog make a role a member: only the
+    // role of the member connection strings (here postgres) or a superuser is served.
+    admin
+        .batch_execute(
+            "GRANT USAGE ON SCHEMA pgp_metadata TO trusted_app; \
+             GRANT SELECT ON ALL TABLES IN SCHEMA pgp_metadata TO trusted_app; \
+             GRANT EXECUTE ON FUNCTION pgp_metadata.paxos_max_round(text), \
+                 pgp_metadata.paxos_accept(text), \
+                 pgp_metadata.paxos_change_membership(text) TO trusted_app",
+        )
+        .await
+        .unwrap();
+    admin.batch_execute("SET ROLE trusted_app").await.unwrap();
+    for sql in [
+        r#"SELECT pgp_metadata.paxos_max_round('{"group":"g"}')"#,
+        "SELECT pgp_metadata.paxos_accept('{}')",
+        r#"SELECT pgp_metadata.paxos_change_membership('{"group":"g","connection":"host=127.0.0.1","kind":"leave"}')"#,
+    ] {
+        assert_eq!(
+            sqlstate(admin, sql).await,
+            "42501",
+            "{sql} as a granted role"
+        );
+    }
+    admin.batch_execute("RESET ROLE").await.unwrap();
     assert_eq!(groups_on(admin).await, 1);
 }
 

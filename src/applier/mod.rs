@@ -141,7 +141,7 @@ pub fn wait_applied(group: &str, round: i64) -> Result<i64> {
                 reason,
             });
         }
-        nap(if registered { 10 } else { 1 });
+        crate::node::nap_for(if registered { 10 } else { 1 });
     }
 }
 
@@ -150,33 +150,8 @@ pub fn wait_applied(group: &str, round: i64) -> Result<i64> {
 /// position. A round above every round accepted in the group is refused.
 pub fn learn_and_wait(group: &str, proposer: &str, through: i64) -> Result<i64> {
     let mut log = crate::multipaxos::Log::open(group, proposer)?;
-    if log.catch_up(through)? < through {
-        let highest = log.max_group_round()?;
-        if through > highest {
-            return Err(PaxosError::RoundOutOfReach {
-                group: group.to_owned(),
-                round: through,
-                reason: format!("the highest round accepted in the group is {highest}"),
-            });
-        }
-        log.learn_through(through)?;
-    }
+    log.know_through(through)?;
     wait_applied(group, through)
-}
-
-/// Sleeps on this backend's latch for at most `ms`, then processes interrupts.
-fn nap(ms: i64) {
-    // SAFETY: waits on this process's own latch, as PostgreSQL's own waits do.
-    unsafe {
-        pg_sys::WaitLatch(
-            pg_sys::MyLatch,
-            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-            ms as _,
-            pg_sys::PG_WAIT_EXTENSION,
-        );
-        pg_sys::ResetLatch(pg_sys::MyLatch);
-    }
-    check_for_interrupts!();
 }
 
 /// Reserves the entry `id` of `group` for this session, which will run it as its round's

@@ -25,17 +25,7 @@ pub fn apply_through(group: &str, proposer: &str, through: i64) -> Result<i64> {
         return Ok(applied);
     }
     let mut log = Log::open(group, proposer)?;
-    if log.catch_up(through)? < through {
-        let highest = log.max_group_round()?;
-        if through > highest {
-            return Err(PaxosError::RoundOutOfReach {
-                group: group.to_owned(),
-                round: through,
-                reason: format!("the highest round accepted in the group is {highest}"),
-            });
-        }
-        log.learn_through(through)?;
-    }
+    log.know_through(through)?;
     apply_known(group, applied, through)
 }
 

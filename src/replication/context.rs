@@ -70,6 +70,15 @@ pub fn privileged<R>(f: impl FnOnce() -> R) -> R {
 
 /// Sets `name` to `value` for the current GUC nest level only (see `NewGUCNestLevel`).
 pub fn pin(name: &str, value: &str) {
+    set(name, value, pg_sys::GucAction::GUC_ACTION_SAVE);
+}
+
+/// Sets `name` to `value` until the end of the current transaction (SET LOCAL).
+pub fn pin_for_transaction(name: &str, value: &str) {
+    set(name, value, pg_sys::GucAction::GUC_ACTION_LOCAL);
+}
+
+fn set(name: &str, value: &str, action: pg_sys::GucAction::Type) {
     let name = CString::new(name).unwrap_or_default();
     let value = CString::new(value).unwrap_or_default();
     // SAFETY: valid C strings; errors are raised as PostgreSQL errors (elevel ERROR).
@@ -79,26 +88,7 @@ pub fn pin(name: &str, value: &str) {
             value.as_ptr(),
             pg_sys::GucContext::PGC_SUSET,
             pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            pgrx::PgLogLevel::ERROR as i32,
-            false,
-        );
-    }
-}
-
-/// Sets `name` to `value` until the end of the current transaction (SET LOCAL).
-pub fn pin_for_transaction(name: &str, value: &str) {
-    let name = CString::new(name).unwrap_or_default();
-    let value = CString::new(value).unwrap_or_default();
-    // SAFETY: valid C strings; errors are raised as PostgreSQL errors (elevel ERROR).
-    unsafe {
-        pg_sys::set_config_option(
-            name.as_ptr(),
-            value.as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            action,
             true,
             pgrx::PgLogLevel::ERROR as i32,
             false,
