@@ -260,6 +260,7 @@ impl Applier {
         let stalled = accepted > learned && now.duration_since(self.learned.1) > STALL;
         let probe = now.duration_since(self.last_probe) > PROBE;
         let mut pause = Duration::from_secs(1);
+        let mut learned = learned;
         if wanted > learned || stalled || probe {
             if let Err(error) = in_transaction(|| self.learn_remote(wanted.max(accepted), probe)) {
                 pgrx::debug1!("pg_paxos applier of group \"{}\": {error}", self.group);
@@ -267,9 +268,8 @@ impl Applier {
             if wanted > learned {
                 pause = Duration::from_millis(1);
             }
+            learned = in_transaction(|| catalog::learned_through(&self.group))?;
         }
-
-        let learned = in_transaction(|| catalog::learned_through(&self.group))?;
         let stopped = self.failures > 0;
         let retry_due = now.duration_since(self.last_try)
             >= if wanted > self.applied {
@@ -366,7 +366,9 @@ impl Applier {
             .wanted_since
             .is_some_and(|since| since.elapsed() > ABANDONED);
         if abandoned && wanted > log.learned_through() {
-            log.learn_through(wanted)?;
+            // Never past the end of the log: a no-op there would lengthen it.
+            let highest = log.max_group_round()?;
+            log.learn_through(wanted.min(highest))?;
         }
         Ok(())
     }
