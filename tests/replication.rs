@@ -612,3 +612,43 @@ async fn an_operator_can_skip_an_entry_that_fails_on_one_member_only() {
     assert_eq!(rows[0], ["1 missing on node 1", "2 everywhere"]);
     assert_eq!(rows[1], ["2 everywhere"], "the same key on node 1");
 }
+
+/// Drops that reach a replicated table through something else (its owner, a type one of its
+/// columns uses) are refused on any member: caught by the sql_drop event trigger, whatever
+/// the statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drops_that_reach_a_replicated_table_indirectly_are_refused() {
+    let cluster = start("drops", 2);
+    let clients = form_group(&cluster).await;
+    create_everywhere(
+        &clients,
+        "CREATE ROLE keeper; CREATE TYPE mood AS ENUM ('ok', 'not ok'); \
+         CREATE TABLE kv (k int PRIMARY KEY, v text, m mood)",
+    )
+    .await;
+    replicate(&clients[0], "kv").await.expect("replicate");
+    clients[1]
+        .batch_execute("ALTER TABLE kv OWNER TO keeper")
+        .await
+        .expect("a new owner, through the log");
+    write(&clients[0], "INSERT INTO kv VALUES (1, 'one', 'ok')")
+        .await
+        .unwrap();
+    for client in &clients {
+        for sql in ["DROP TYPE mood CASCADE", "DROP OWNED BY keeper"] {
+            let error = client.batch_execute(sql).await.expect_err(sql);
+            let db = error.as_db_error().unwrap();
+            assert_eq!(db.code().code(), "0A000", "{sql}: {db:?}");
+            assert!(db.message().contains("kv"), "{}", db.message());
+        }
+    }
+    // Dropping a column through the log is fine.
+    clients[0]
+        .batch_execute("ALTER TABLE kv DROP COLUMN m")
+        .await
+        .expect("a replicated DROP COLUMN");
+    let rows = rows_everywhere(&clients, "SELECT format('%s %s', k, v) FROM kv").await;
+    assert_eq!(rows[0], ["1 one"]);
+    assert_identical(&rows);
+    assert_replicas_identical(&clients).await;
+}

@@ -69,7 +69,14 @@ pub extern "C-unwind" fn pg_paxos_applier_main(_arg: pg_sys::Datum) {
     let mut applier = Applier::new(group, key);
     let waited = Instant::now();
     loop {
-        match in_transaction(|| catalog::applied(group)) {
+        let applied = in_transaction(|| {
+            // DROP EXTENSION takes the catalog away: the group is gone with it.
+            Ok(crate::replication::registry::extension_present()
+                .then(|| catalog::applied(group))
+                .transpose()?
+                .flatten())
+        });
+        match applied {
             Ok(Some(applied)) => {
                 applier.applied = applied;
                 shared::publish(&key, applied, None);
@@ -330,7 +337,9 @@ impl Applier {
     /// Whether the group still exists, and if so, the rounds known and accepted here (the
     /// leadership's decisions recorded first on the leading member).
     fn learn_local(&self) -> Result<Option<(i64, i64)>> {
-        if catalog::group(&self.group)?.is_none() {
+        if !crate::replication::registry::extension_present()
+            || catalog::group(&self.group)?.is_none()
+        {
             return Ok(None);
         }
         let mut learned = catalog::learned_through(&self.group)?;

@@ -408,3 +408,46 @@ fn watched(query: *mut pg_sys::QueryDesc, step: impl FnOnce()) {
         })
         .execute()
 }
+
+#[pgrx::pg_schema]
+mod pgp_metadata {
+    /// Whether this backend runs a logged statement (the drop guard lets those through).
+    #[pgrx::pg_extern(volatile, parallel_safe)]
+    fn paxos_exempt() -> bool {
+        super::is_exempt()
+    }
+}
+
+// The catch-all for drops: whatever the statement (DROP OWNED, DROP ... CASCADE through a
+// type, a function or a schema), a replicated table or one of its columns dropped outside a
+// logged statement is refused. It runs as the extension's owner: the caller needs no rights
+// on pg_paxos's catalog.
+pgrx::extension_sql!(
+    r#"
+CREATE FUNCTION pgp_metadata.paxos_guard_drops() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    gone text;
+BEGIN
+    IF pgp_metadata.paxos_exempt() THEN
+        RETURN;
+    END IF;
+    SELECT pg_catalog.format('%I.%I', r.schema_name, r.table_name) INTO gone
+    FROM pg_catalog.pg_event_trigger_dropped_objects() d
+    JOIN pgp_metadata.replicated_tables r
+      ON r.schema_name = d.address_names[1] AND r.table_name = d.address_names[2]
+    WHERE d.object_type IN ('table', 'table column')
+    LIMIT 1;
+    IF gone IS NOT NULL THEN
+        RAISE EXCEPTION 'this statement would drop replicated table % or one of its columns on this member only', gone
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Drop the columns of replicated tables with ALTER TABLE, which is replicated; replicated tables themselves cannot be dropped.';
+    END IF;
+END
+$$;
+CREATE EVENT TRIGGER paxos_guard_drops ON sql_drop
+    EXECUTE FUNCTION pgp_metadata.paxos_guard_drops();
+"#,
+    name = "drop_guard",
+    requires = [pgp_metadata::paxos_exempt],
+);
