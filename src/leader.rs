@@ -28,6 +28,22 @@ const MAX_BATCH: usize = 64;
 /// How many request timeouts a member keeps its appends after the leader failed to answer.
 const FORWARD_PAUSE: u32 = 10;
 
+thread_local! {
+    /// How many times this backend let an entry out (to the leading member, or to this
+    /// node's batches): an error raised before the count moves is an append that surely
+    /// was not chosen.
+    static SENDS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// See `SENDS`.
+pub fn sends() -> u64 {
+    SENDS.with(std::cell::Cell::get)
+}
+
+fn sending() {
+    SENDS.with(|s| s.set(s.get() + 1));
+}
+
 /// Appends `entry` at the end of the group's log; returns the round it was chosen at.
 pub fn append(group: &str, proposer: &str, entry: Entry) -> Result<i64> {
     catalog::require_group(group)?;
@@ -47,6 +63,7 @@ fn forward(group: &str, leader: &str, entry: &Entry) -> Result<Option<i64>> {
         group: group.to_owned(),
         entry: entry.clone(),
     };
+    sending();
     let failure = match peers::deliver(leader, endpoint_sql("paxos_submit", &request)) {
         Delivery::Answer(text) => match parse::<SubmitResponse>(&text) {
             Ok(reply) => return Ok(Some(reply.round)),
@@ -69,6 +86,7 @@ fn forward(group: &str, leader: &str, entry: &Entry) -> Result<Option<i64>> {
 
 /// Appends `entry` through this node's leadership of the group.
 fn append_here(group: &str, proposer: &str, entry: Entry) -> Result<i64> {
+    sending();
     let mut posted = node::post(group, &entry)?;
     let turn = match node::wait_for_turn(group, &mut posted)? {
         Waited::Appended(round) => return Ok(round),

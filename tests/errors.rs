@@ -291,6 +291,38 @@ async fn the_readmes_grant_recipe_works_and_gives_nothing_more() {
     );
 }
 
+/// An append that fails before it leaves the session (here a lock timeout while it looks
+/// the group up) is reported with its own error, never as an unknown outcome (40003), and
+/// leaves nothing in the log; the same for a replicated write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_before_anything_was_sent_is_not_an_unknown_outcome() {
+    let cluster = start("notsent", 2);
+    let clients = form_group(&cluster).await;
+    create_everywhere(&clients, "CREATE TABLE kv (k int PRIMARY KEY, v text)").await;
+    replicate(&clients[0], "kv").await.expect("replicate");
+    let holder = connect(&cluster, 0).await;
+    let before = log_length(&clients[0]).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE pgp_metadata.\"group\" IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let a = &clients[0];
+    a.batch_execute("SET lock_timeout = '200ms'").await.unwrap();
+    for sql in [
+        "SELECT paxos_append('p', 'g', 'never sent')",
+        "INSERT INTO kv VALUES (1, 'never sent')",
+    ] {
+        assert_eq!(sqlstate(a, sql).await, "55P03", "{sql}");
+    }
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    a.batch_execute("RESET lock_timeout").await.unwrap();
+    assert_eq!(log_length(a).await, before, "nothing was appended");
+    append(a, "sent")
+        .await
+        .expect("an append once the lock is gone");
+    assert_eq!(log_length(a).await, before + 1);
+}
+
 #[test]
 fn refuses_to_load_unless_preloaded() {
     let cluster = Cluster::start(ClusterOptions {

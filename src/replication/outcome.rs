@@ -34,6 +34,15 @@ struct Pending {
     subtransaction: pg_sys::SubTransactionId,
     stage: Stage,
     query: *mut pg_sys::QueryDesc,
+    /// `leader::sends()` when the append began.
+    sends_before: u64,
+}
+
+impl Pending {
+    /// Whether the entry may be chosen: not while it never left this backend.
+    fn may_be_chosen(&self) -> bool {
+        self.stage != Stage::Appending || crate::leader::sends() != self.sends_before
+    }
 }
 
 thread_local! {
@@ -97,6 +106,7 @@ pub fn appending(
             subtransaction,
             stage: Stage::Appending,
             query: std::ptr::null_mut(),
+            sends_before: crate::leader::sends(),
         })
     });
     let result = append();
@@ -135,10 +145,16 @@ pub fn is_running(query: *mut pg_sys::QueryDesc) -> bool {
     })
 }
 
-/// Whether a captured write is running in this backend: what it sets off (triggers,
-/// functions, rules) is part of its round's apply, neither captured again nor fenced.
-pub fn inside_captured_write() -> bool {
-    PENDING.with(|p| p.borrow().iter().any(|p| p.stage == Stage::Running))
+/// The group of the captured write running in this backend, if one is: what it sets off
+/// (triggers, functions, rules) is part of its round's apply, neither captured again nor
+/// fenced.
+pub fn captured_write_group() -> Option<String> {
+    PENDING.with(|p| {
+        p.borrow()
+            .iter()
+            .find(|p| p.stage == Stage::Running)
+            .map(|p| p.group.clone())
+    })
 }
 
 /// Notes that `query` finished; returns the group it wrote to.
@@ -183,12 +199,12 @@ fn update(which: impl Fn(&Pending) -> bool, change: impl Fn(&mut Pending)) {
 }
 
 /// A chosen (or maybe chosen) entry whose outcome an error would hide: any but a write that
-/// failed everywhere.
+/// failed everywhere or an append that never left this backend.
 fn unreported() -> Option<(String, i64)> {
     PENDING.with(|p| {
         p.borrow()
             .iter()
-            .find(|p| p.stage != Stage::FailedEverywhere)
+            .find(|p| p.stage != Stage::FailedEverywhere && p.may_be_chosen())
             .map(|p| (p.group.clone(), p.round))
     })
 }
@@ -257,7 +273,7 @@ unsafe extern "C-unwind" fn subtransaction_event(
             .iter()
             .filter(|p| p.subtransaction >= subtransaction)
         {
-            if undone.stage != Stage::FailedEverywhere {
+            if undone.stage != Stage::FailedEverywhere && undone.may_be_chosen() {
                 ROLLED_BACK.with(|r| {
                     r.borrow_mut()
                         .get_or_insert_with(|| (undone.group.clone(), undone.round));
