@@ -68,9 +68,13 @@ CREATE TABLE pgp_metadata.promise (
     CHECK ((ballot_num IS NULL) = (ballot_by IS NULL))
 );
 
--- Tables whose writes go through a group's log; a table belongs to one group at most.
+-- Tables whose writes go through a group's log; a table belongs to one group at most. A
+-- table is known by its OID on this member (OIDs differ between members; its name, the same
+-- everywhere, is what the log carries). Renaming, moving or dropping it is refused, so both
+-- keep naming the same table.
 CREATE TABLE pgp_metadata.replicated_tables (
     group_id text NOT NULL REFERENCES pgp_metadata."group" ON DELETE CASCADE,
+    table_oid oid NOT NULL UNIQUE,
     schema_name text NOT NULL,
     table_name text NOT NULL,
     replicated_at bigint NOT NULL,

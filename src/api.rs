@@ -190,7 +190,44 @@ fn paxos_replicate_table(
     (|| {
         let group = required(current_group_id, "current_group_id")?;
         let table = required(new_table_oid, "new_table_oid")?;
-        replication::tables::replicate(group, "replicate", table.oid())
+        replication::tables::replicate(group, "replicate", &[table.oid()])
+    })()
+    .or_raise()
+}
+
+/// Makes several tables replicated in a group at once, as `paxos_replicate_table` does one:
+/// the way to replicate tables joined by foreign keys, which must all be in one group.
+/// Returns the round from which the last of them is replicated.
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    sql = r#"
+CREATE FUNCTION "paxos_replicate_tables"(
+    "current_group_id" text,
+    "new_tables" regclass[]
+) RETURNS bigint
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'paxos_replicate_tables_wrapper';
+"#
+)]
+fn paxos_replicate_tables(
+    current_group_id: Option<&str>,
+    new_tables: Option<Vec<Option<pg_sys::Oid>>>,
+) -> i64 {
+    (|| {
+        let group = required(current_group_id, "current_group_id")?;
+        let tables = required(new_tables, "new_tables")?
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or(PaxosError::NullArgument("new_tables"))?;
+        if tables.is_empty() {
+            return Err(PaxosError::InvalidArgument {
+                what: "new_tables",
+                reason: "is empty".into(),
+            });
+        }
+        replication::tables::replicate(group, "replicate", &tables)
     })()
     .or_raise()
 }
@@ -236,6 +273,7 @@ REVOKE ALL ON FUNCTION paxos_append(text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION paxos_apply_log(text, text, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION paxos_max_group_round(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION paxos_replicate_table(text, regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION paxos_replicate_tables(text, regclass[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION paxos_apply_and_append(text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION paxos_skip_round(text, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION paxos_appliers() FROM PUBLIC;

@@ -571,20 +571,32 @@ pub fn accepted_from(group_id: &str, from: i64) -> Result<Vec<(i64, Ballot, Entr
     )?)
 }
 
-/// The group that replicates table `schema.table`, if any.
-pub fn replicating_group(schema: &str, table: &str) -> Result<Option<String>> {
+/// The group that replicates `table`, if any.
+pub fn replicating_group(table: pgrx::pg_sys::Oid) -> Result<Option<String>> {
     Ok(value::<String>(
         "SELECT group_id FROM pgp_metadata.replicated_tables \
-         WHERE schema_name = $1 AND table_name = $2",
-        &[schema.into(), table.into()],
+         WHERE table_oid OPERATOR(pg_catalog.=) $1",
+        &[table.into()],
     )?)
 }
 
-pub fn add_replicated(group_id: &str, schema: &str, table: &str, round: i64) -> Result<()> {
+/// Records that `group_id` replicates `table` (named `schema.name` on every member).
+pub fn add_replicated(
+    group_id: &str,
+    table: pgrx::pg_sys::Oid,
+    (schema, name): (&str, &str),
+    round: i64,
+) -> Result<()> {
     run(
-        "INSERT INTO pgp_metadata.replicated_tables (group_id, schema_name, table_name, \
-         replicated_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-        &[group_id.into(), schema.into(), table.into(), round.into()],
+        "INSERT INTO pgp_metadata.replicated_tables (group_id, table_oid, schema_name, \
+         table_name, replicated_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        &[
+            group_id.into(),
+            table.into(),
+            schema.into(),
+            name.into(),
+            round.into(),
+        ],
     )?;
     Ok(())
 }
@@ -609,15 +621,12 @@ pub fn record_apply_error(group_id: &str, round: i64, sqlstate: &str, message: &
 /// writes in one order on the same rows.
 pub fn foreign_keys_inside(group_id: &str) -> Result<bool> {
     Ok(value::<bool>(
-        "WITH mine AS (SELECT c.oid FROM pgp_metadata.replicated_tables r \
-             JOIN pg_catalog.pg_namespace n ON n.nspname OPERATOR(pg_catalog.=) r.schema_name \
-             JOIN pg_catalog.pg_class c ON c.relnamespace OPERATOR(pg_catalog.=) n.oid \
-              AND c.relname OPERATOR(pg_catalog.=) r.table_name \
-             WHERE r.group_id OPERATOR(pg_catalog.=) $1) \
+        "WITH mine AS (SELECT table_oid FROM pgp_metadata.replicated_tables \
+             WHERE group_id OPERATOR(pg_catalog.=) $1) \
          SELECT NOT EXISTS (SELECT FROM pg_catalog.pg_constraint k \
              WHERE k.contype OPERATOR(pg_catalog.=) 'f' \
-               AND (k.conrelid IN (SELECT oid FROM mine)) \
-                   OPERATOR(pg_catalog.<>) (k.confrelid IN (SELECT oid FROM mine)))",
+               AND (k.conrelid IN (SELECT table_oid FROM mine)) \
+                   OPERATOR(pg_catalog.<>) (k.confrelid IN (SELECT table_oid FROM mine)))",
         &[group_id.into()],
     )?
     .unwrap_or(false))

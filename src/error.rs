@@ -54,6 +54,17 @@ pub enum PaxosError {
     Unsupported(String),
     #[error("cannot use a mutable function in a write to a replicated table: {0}")]
     NotDeterministic(String),
+    /// A trigger, foreign key or function set off by a replicated write used another table.
+    #[error(
+        "a write to a replicated table of paxos group \"{group}\" set off a statement that \
+         {} {relation}, which the group does not replicate",
+        if *writes { "writes" } else { "reads" }
+    )]
+    OutsideGroup {
+        group: String,
+        relation: String,
+        writes: bool,
+    },
     #[error(
         "cannot write to a replicated table of paxos group \"{0}\" inside a transaction block"
     )]
@@ -110,6 +121,12 @@ impl PaxosError {
             PaxosError::Unsupported(_) | PaxosError::NotDeterministic(_) => {
                 ERRCODE_FEATURE_NOT_SUPPORTED
             }
+            PaxosError::OutsideGroup { writes: true, .. } => {
+                ERRCODE_S_R_E_MODIFYING_SQL_DATA_NOT_PERMITTED
+            }
+            PaxosError::OutsideGroup { writes: false, .. } => {
+                ERRCODE_S_R_E_READING_SQL_DATA_NOT_PERMITTED
+            }
             PaxosError::InTransactionBlock(_) => ERRCODE_ACTIVE_SQL_TRANSACTION,
             PaxosError::StaleSnapshot { .. } => ERRCODE_T_R_SERIALIZATION_FAILURE,
             PaxosError::Applier { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -144,6 +161,11 @@ impl PaxosError {
             PaxosError::NotDeterministic(_) => Some(
                 "Compute the value in the client and pass it as a constant or parameter, or \
                  have a superuser set pg_paxos.allow_mutable_functions.",
+            ),
+            PaxosError::OutsideGroup { .. } => Some(
+                "Triggers, foreign keys and functions that a replicated write sets off run on \
+                 every member and may use only the group's replicated tables: replicate that \
+                 table in the same group, or leave it out of the trigger or constraint.",
             ),
             PaxosError::InTransactionBlock(_) => Some(
                 "Each write to a replicated table is a log entry that commits on its own: run \

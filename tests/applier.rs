@@ -441,8 +441,18 @@ async fn foreign_keys_between_replicated_tables_fail_alike_everywhere() {
          CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent)",
     )
     .await;
-    replicate(&clients[0], "parent").await.expect("replicate");
-    replicate(&clients[0], "child").await.expect("replicate");
+    // Alone, either would have a foreign key to a table outside the group.
+    for table in ["parent", "child"] {
+        let alone = replicate(&clients[0], table).await;
+        assert_eq!(sqlstate(&alone).as_deref(), Some("0A000"), "{alone:?}");
+    }
+    clients[0]
+        .query_one(
+            "SELECT paxos_replicate_tables($1, '{parent, child}')",
+            &[&GROUP],
+        )
+        .await
+        .expect("replicate both at once");
     let orphan = clients[1]
         .execute("INSERT INTO child VALUES (0, 0)", &[])
         .await;
@@ -498,4 +508,112 @@ async fn foreign_keys_between_replicated_tables_fail_alike_everywhere() {
         );
     }
     assert_replicas_identical(&clients).await;
+}
+
+/// What a replicated write sets off (triggers, foreign keys, functions) may use only the
+/// group's tables: a foreign key leaving the group is refused when it is created, and a
+/// trigger that reads or writes another table fails the write the same way on every
+/// member, which skips it without stopping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn what_a_write_sets_off_stays_inside_its_group() {
+    let cluster = start("inside", 3);
+    let clients = replicated(&cluster).await;
+    create_everywhere(
+        &clients,
+        "CREATE TABLE local_notes (k int PRIMARY KEY, note text); \
+         INSERT INTO local_notes VALUES (1, 'only here'); \
+         CREATE FUNCTION peek() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.v = 'peek' THEN PERFORM count(*) FROM public.local_notes; END IF; \
+           IF NEW.v = 'note' THEN INSERT INTO public.local_notes VALUES (NEW.k, NEW.v); END IF; \
+           RETURN NEW; END $$",
+    )
+    .await;
+    let (a, b) = (&clients[0], &clients[1]);
+    // Foreign keys out of the group or into it, created on a member or typed as DDL.
+    for (sql, code) in [
+        (
+            "ALTER TABLE kv ADD CONSTRAINT outward FOREIGN KEY (k) REFERENCES local_notes",
+            "2F004",
+        ),
+        ("CREATE TABLE kid (k int REFERENCES kv)", "0A000"),
+        (
+            "ALTER TABLE local_notes ADD CONSTRAINT inward FOREIGN KEY (k) REFERENCES kv \
+             NOT VALID",
+            "0A000",
+        ),
+    ] {
+        let refused = b.batch_execute(sql).await;
+        assert_eq!(
+            sqlstate(&refused).as_deref(),
+            Some(code),
+            "{sql}: {refused:?}"
+        );
+    }
+    let constraints: i64 = b
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f' \
+             AND connamespace = 'public'::regnamespace",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(constraints, 0, "no foreign key was left behind");
+
+    b.batch_execute("CREATE TRIGGER peek BEFORE INSERT ON kv FOR EACH ROW EXECUTE FUNCTION peek()")
+        .await
+        .expect("a trigger, through the log");
+    a.execute("INSERT INTO kv VALUES (1, 'plain')", &[])
+        .await
+        .expect("a write whose trigger stays inside");
+    for (k, v, code) in [(2, "peek", "2F004"), (3, "note", "2F002")] {
+        let refused = clients[k as usize % 3]
+            .execute("INSERT INTO kv VALUES ($1, $2)", &[&k, &v])
+            .await;
+        assert_eq!(
+            sqlstate(&refused).as_deref(),
+            Some(code),
+            "{v}: {refused:?}"
+        );
+        let message = refused
+            .unwrap_err()
+            .as_db_error()
+            .unwrap()
+            .message()
+            .to_owned();
+        assert!(message.contains("local_notes"), "{message}");
+    }
+    a.execute("INSERT INTO kv VALUES (4, 'after')", &[])
+        .await
+        .expect("writes go on");
+    for (i, client) in clients.iter().enumerate() {
+        apply_all(client).await;
+        let stuck: i64 = client
+            .query_one(
+                "SELECT count(*) FROM paxos_appliers() WHERE stuck_round IS NOT NULL",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(stuck, 0, "node {i}'s applier skipped the refused writes");
+        let notes: i64 = client
+            .query_one("SELECT count(*) FROM local_notes", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(notes, 1, "node {i}: no trigger wrote the local table");
+    }
+    let rows = rows_of(&clients, "SELECT k FROM kv ORDER BY k").await;
+    assert_eq!(rows[0], [1, 4]);
+    assert_replicas_identical(&clients).await;
+}
+
+async fn rows_of(clients: &[Client], sql: &str) -> Vec<Vec<i32>> {
+    let mut all = Vec::new();
+    for client in clients {
+        let rows = client.query(sql, &[]).await.unwrap();
+        all.push(rows.iter().map(|r| r.get(0)).collect());
+    }
+    all
 }

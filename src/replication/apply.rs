@@ -163,7 +163,7 @@ pub fn apply_round(group: &str, decision: &Decision) -> Result<()> {
     match decision.entry.kind {
         EntryKind::Sql => {
             let statement: Statement = serde_json::from_str(value).map_err(unreadable)?;
-            match statement::run(&statement, true)? {
+            match statement::run(group, &statement, true)? {
                 Ran::Done => Ok(()),
                 Ran::Failed(error) => {
                     let code = statement::sqlstate(&error);
@@ -206,25 +206,28 @@ pub fn transient(sqlstate: &str) -> bool {
 }
 
 /// Whether every member running the same entry on the same rows fails the same way: data
-/// exceptions (class 22) and integrity violations (class 23); a foreign key violation only
+/// exceptions (class 22), integrity violations (class 23) and routine exceptions (class 2F,
+/// among them a trigger that uses a table outside the group, see `guard`); a foreign key
+/// violation only
 /// when every foreign key of the group's tables stays among them (`fks_inside`), as one
 /// to another table may find other rows on each member.
 pub fn same_everywhere(sqlstate: &str, fks_inside: impl FnOnce() -> Result<bool>) -> bool {
     match sqlstate {
         "23503" => fks_inside().unwrap_or(false),
-        _ => sqlstate.starts_with("22") || sqlstate.starts_with("23"),
+        _ => ["22", "23", "2F"]
+            .iter()
+            .any(|class| sqlstate.starts_with(class)),
     }
 }
 
 /// Applies a replicate entry on this node: the table must exist and hold the same rows.
 fn apply_replicate(group: &str, round: i64, payload: &Replicate) -> Result<()> {
     let table = qualified(&payload.schema, &payload.table);
-    let exists = Spi::get_one_with_args::<bool>(
-        "SELECT pg_catalog.to_regclass($1) IS NOT NULL",
+    let oid = Spi::get_one_with_args::<pg_sys::Oid>(
+        "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid",
         &[table.as_str().into()],
-    )?
-    .unwrap_or(false);
-    if !exists {
+    )?;
+    let Some(oid) = oid else {
         return Err(PaxosError::ReplicaMismatch {
             round,
             reason: format!(
@@ -232,7 +235,7 @@ fn apply_replicate(group: &str, round: i64, payload: &Replicate) -> Result<()> {
                  not exist on this node; create it as on the other members, then apply again"
             ),
         });
-    }
+    };
     let own = fingerprint(&payload.schema, &payload.table)?;
     if own != payload.fingerprint {
         return Err(PaxosError::ReplicaMismatch {
@@ -245,14 +248,10 @@ fn apply_replicate(group: &str, round: i64, payload: &Replicate) -> Result<()> {
             ),
         });
     }
-    catalog::add_replicated(group, &payload.schema, &payload.table, round)?;
+    catalog::add_replicated(group, oid, (&payload.schema, &payload.table), round)?;
     // Every backend looks the table up again, and plans of writes to it are made again
     // (this time capturing them), once this transaction commits.
-    let oid = Spi::get_one_with_args::<pg_sys::Oid>(
-        "SELECT pg_catalog.to_regclass($1)::oid",
-        &[table.as_str().into()],
-    )?;
-    registry::invalidate(oid);
+    registry::invalidate(Some(oid));
     sequences::forget();
     Ok(())
 }

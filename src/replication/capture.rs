@@ -17,7 +17,7 @@ use pgrx::pg_sys;
 use serde::{Deserialize, Serialize};
 
 use super::determinism;
-use super::registry::group_of;
+use super::registry::{group_of, relation_name};
 use super::statement::{Param, Statement};
 use super::{cells, outcome, privileged, snapshot, with_pinned_io};
 use crate::error::{PaxosError, Result};
@@ -419,23 +419,6 @@ fn setting(name: &CStr) -> String {
     unsafe {
         let value = pg_sys::GetConfigOptionByName(name.as_ptr(), std::ptr::null_mut(), false);
         CStr::from_ptr(value).to_string_lossy().into_owned()
-    }
-}
-
-fn relation_name(relation: pg_sys::Oid) -> String {
-    // SAFETY: a catalog lookup by OID; NULL when the relation is gone.
-    unsafe {
-        let schema = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relation));
-        let name = pg_sys::get_rel_name(relation);
-        if schema.is_null() || name.is_null() {
-            return format!("relation {}", u32::from(relation));
-        }
-        let quote = |s: *mut std::ffi::c_char| {
-            CStr::from_ptr(pg_sys::quote_identifier(s))
-                .to_string_lossy()
-                .into_owned()
-        };
-        format!("{}.{}", quote(schema), quote(name))
     }
 }
 

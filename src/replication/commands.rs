@@ -22,7 +22,7 @@ pub fn apply_and_append(group: &str, proposer: &str, sql: &str) -> Result<i64> {
         let highest = Log::open(group, proposer)?.max_group_round()?;
         crate::applier::wait_applied(group, highest)
     })?;
-    if let Ran::Failed(error) = statement::run(&statement, false)? {
+    if let Ran::Failed(error) = statement::run(group, &statement, false)? {
         (*error).rethrow();
     }
     let entry = Entry {

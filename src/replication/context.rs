@@ -1,7 +1,7 @@
 //! The contexts pg_paxos runs SQL in, below every other replication module: its own catalog
 //! work (`privileged`), a replayed entry (pinned settings, see `statement::run`), and the
 //! flag that lets logged writes through the hooks (`exempt`).
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ffi::CString;
 
 use pgrx::pg_sys;
@@ -10,6 +10,8 @@ thread_local! {
     /// Set while this backend runs a logged write (applying, or checking one before it is
     /// appended), and while the guard itself looks up which tables are replicated.
     static EXEMPT: Cell<bool> = const { Cell::new(false) };
+    /// What this backend runs right now, for `guard`'s check of nested statements.
+    static SCOPE: RefCell<Scope> = const { RefCell::new(Scope::User) };
 }
 
 /// Runs `f` with writes to replicated tables allowed; restores the previous state even when
@@ -28,6 +30,38 @@ pub fn exempt<R>(f: impl FnOnce() -> R) -> R {
 /// Whether this backend runs a logged write, or pg_paxos's own lookups, right now.
 pub fn is_exempt() -> bool {
     EXEMPT.with(Cell::get)
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Scope {
+    /// A user's statements (a captured write among them, see `outcome`).
+    User,
+    /// The replay of an entry of this group, or its check before it is appended: every
+    /// statement it sets off may use only the group's tables.
+    Applying(String),
+    /// pg_paxos's own catalog work (`privileged`).
+    Own,
+}
+
+/// Runs `f` as the replay of an entry of `group`.
+pub fn applying<R>(group: &str, f: impl FnOnce() -> R) -> R {
+    scoped(Scope::Applying(group.to_owned()), f)
+}
+
+/// What this backend runs right now.
+pub fn scope() -> Scope {
+    SCOPE.with(|s| s.borrow().clone())
+}
+
+fn scoped<R>(scope: Scope, f: impl FnOnce() -> R) -> R {
+    struct Restore(Scope);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SCOPE.with(|s| *s.borrow_mut() = self.0.clone());
+        }
+    }
+    let _restore = Restore(SCOPE.with(|s| s.replace(scope)));
+    f()
 }
 
 /// Runs `f` as the bootstrap superuser with `search_path` pinned to pg_catalog: pg_paxos's
@@ -65,7 +99,7 @@ pub fn privileged<R>(f: impl FnOnce() -> R) -> R {
             nest,
         }
     };
-    f()
+    scoped(Scope::Own, f)
 }
 
 /// Sets `name` to `value` for the current GUC nest level only (see `NewGUCNestLevel`).

@@ -4,9 +4,9 @@
 //! command tag once this member has applied it, or the error every member met.
 //!
 //! What cannot be replicated that way is refused by the guard instead: statements that
-//! change a table's name or schema or drop it (the group knows its tables by name), COPY
-//! FROM (use INSERT), CREATE INDEX CONCURRENTLY (it cannot run inside a transaction), and
-//! statements that also touch tables the group does not replicate.
+//! change a table's name or schema or drop it, COPY FROM (use INSERT), CREATE or DROP INDEX
+//! CONCURRENTLY (they cannot run inside a transaction), statements that also touch tables
+//! the group does not replicate, and role-wide ones (REASSIGN OWNED, DROP OWNED).
 use std::ffi::CStr;
 
 use pgrx::pg_sys;
@@ -28,13 +28,22 @@ pub unsafe fn replicable(node: *mut pg_sys::Node) -> bool {
                 (*(node as *mut pg_sys::GrantStmt)).targtype
                     == pg_sys::GrantTargetType::ACL_TARGET_OBJECT
             }
-            T_DropStmt => matches!(
-                (*(node as *mut pg_sys::DropStmt)).removeType,
-                OBJECT_TRIGGER | OBJECT_RULE | OBJECT_POLICY
-            ),
+            T_DropStmt => {
+                let drop = node as *mut pg_sys::DropStmt;
+                match (*drop).removeType {
+                    OBJECT_TRIGGER | OBJECT_RULE | OBJECT_POLICY => true,
+                    OBJECT_INDEX => !(*drop).concurrent,
+                    _ => false,
+                }
+            }
             T_RenameStmt => matches!(
                 (*(node as *mut pg_sys::RenameStmt)).renameType,
-                OBJECT_COLUMN | OBJECT_TABCONSTRAINT | OBJECT_TRIGGER | OBJECT_POLICY | OBJECT_RULE
+                OBJECT_COLUMN
+                    | OBJECT_TABCONSTRAINT
+                    | OBJECT_TRIGGER
+                    | OBJECT_POLICY
+                    | OBJECT_RULE
+                    | OBJECT_INDEX
             ),
             _ => false,
         }

@@ -75,10 +75,7 @@ pub fn invalidate(relation: Option<pg_sys::Oid>) {
 
 fn lookup(relation: pg_sys::Oid) -> Option<String> {
     Spi::get_one_with_args::<String>(
-        "SELECT r.group_id FROM pgp_metadata.replicated_tables r \
-         JOIN pg_catalog.pg_class c ON c.relname = r.table_name \
-         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace AND n.nspname = r.schema_name \
-         WHERE c.oid = $1",
+        "SELECT group_id FROM pgp_metadata.replicated_tables WHERE table_oid = $1",
         &[relation.into()],
     )
     .ok()
@@ -93,12 +90,34 @@ pub fn replicated_in_schema(schema: &str) -> Vec<pg_sys::Oid> {
     let tables = privileged(|| {
         super::context::exempt(|| {
             Spi::get_one_with_args::<Vec<pg_sys::Oid>>(
-                "SELECT array_agg(c.oid) FROM pgp_metadata.replicated_tables r \
-                 JOIN pg_catalog.pg_namespace n ON n.nspname = r.schema_name \
-                 JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid \
-                     AND c.relname = r.table_name \
-                 WHERE r.schema_name = $1",
+                "SELECT array_agg(table_oid) FROM pgp_metadata.replicated_tables \
+                 WHERE schema_name = $1",
                 &[schema.into()],
+            )
+        })
+    });
+    tables.ok().flatten().unwrap_or_default()
+}
+
+/// The replicated tables that `roles` own or hold or granted privileges on, the table's or
+/// a column's: what REASSIGN OWNED and DROP OWNED would change.
+pub fn replicated_reached_by(roles: &[pg_sys::Oid]) -> Vec<pg_sys::Oid> {
+    if roles.is_empty() || !extension_present() {
+        return Vec::new();
+    }
+    let tables = privileged(|| {
+        super::context::exempt(|| {
+            Spi::get_one_with_args::<Vec<pg_sys::Oid>>(
+                "SELECT array_agg(c.oid) FROM pgp_metadata.replicated_tables r \
+                 JOIN pg_catalog.pg_class c ON c.oid = r.table_oid \
+                 WHERE c.relowner = ANY ($1) \
+                    OR EXISTS (SELECT FROM pg_catalog.aclexplode(c.relacl) a \
+                               WHERE a.grantee = ANY ($1) OR a.grantor = ANY ($1)) \
+                    OR EXISTS (SELECT FROM pg_catalog.pg_attribute t, \
+                                   pg_catalog.aclexplode(t.attacl) a \
+                               WHERE t.attrelid = c.oid \
+                                 AND (a.grantee = ANY ($1) OR a.grantor = ANY ($1)))",
+                &[roles.to_vec().into()],
             )
         })
     });
@@ -135,4 +154,22 @@ pub fn fingerprint(schema: &str, table: &str) -> crate::error::Result<String> {
         qualified(schema, table)
     );
     Ok(Spi::get_one::<String>(&sql)?.unwrap_or_default())
+}
+
+/// `schema.name` of a relation, each part quoted as needed.
+pub fn relation_name(relation: pg_sys::Oid) -> String {
+    // SAFETY: a catalog lookup by OID; NULL when the relation is gone.
+    unsafe {
+        let schema = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relation));
+        let name = pg_sys::get_rel_name(relation);
+        if schema.is_null() || name.is_null() {
+            return format!("relation {}", u32::from(relation));
+        }
+        let quote = |s: *mut std::ffi::c_char| {
+            std::ffi::CStr::from_ptr(pg_sys::quote_identifier(s))
+                .to_string_lossy()
+                .into_owned()
+        };
+        format!("{}.{}", quote(schema), quote(name))
+    }
 }

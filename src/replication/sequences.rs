@@ -33,9 +33,7 @@ fn owned(group: &str) -> Result<Vec<pg_sys::Oid>> {
     let sequences = Spi::get_one_with_args::<Vec<pg_sys::Oid>>(
         "SELECT coalesce(array_agg(d.objid), '{}') \
          FROM pgp_metadata.replicated_tables r \
-         JOIN pg_catalog.pg_namespace n ON n.nspname = r.schema_name \
-         JOIN pg_catalog.pg_class t ON t.relnamespace = n.oid AND t.relname = r.table_name \
-         JOIN pg_catalog.pg_depend d ON d.refobjid = t.oid \
+         JOIN pg_catalog.pg_depend d ON d.refobjid = r.table_oid \
           AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
           AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.deptype IN ('a', 'i') \
          JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S' \

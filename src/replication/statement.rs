@@ -63,7 +63,10 @@ pub enum Ran {
 /// author's path and the temporary schema last; every setting that changes what a statement
 /// does pinned (`REPLAY_SETTINGS`); and whatever the statement changes in settings undone
 /// when it ends, so nothing leaks into the next entry or pg_paxos's own catalog work.
-pub fn run(statement: &Statement, keep: bool) -> Result<Ran> {
+///
+/// Whatever the statement sets off (triggers, foreign key checks, functions) may read and
+/// write only `group`'s replicated tables and the system catalogs (`guard`).
+pub fn run(group: &str, statement: &Statement, keep: bool) -> Result<Ran> {
     let role = CString::new(statement.role.as_str()).map_err(|_| invalid("role name"))?;
     let search_path = replay_search_path(&statement.search_path);
     let outcome = subtransaction(keep, || {
@@ -87,7 +90,9 @@ pub fn run(statement: &Statement, keep: bool) -> Result<Ran> {
                     | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
                     | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
             );
-            let rows = super::context::exempt(|| execute(&statement.sql, &statement.params));
+            let rows = super::context::exempt(|| {
+                super::context::applying(group, || execute(&statement.sql, &statement.params))
+            });
             pg_sys::SetUserIdAndSecContext(user, security);
             // Not a commit of the settings: a SET the statement made is undone too.
             pg_sys::AtEOXact_GUC(false, nest);

@@ -10,45 +10,108 @@ use crate::error::{PaxosError, Result};
 use crate::ids;
 use crate::messages::{Entry, EntryKind, Replicate};
 
-/// Appends the entry that makes `table` replicated in `group`, after checking that the
-/// caller may: the table's owner (or a member of its owning role) or a superuser. The
-/// catalog work runs `privileged`: the caller needs no rights on pg_paxos's schema.
-pub fn replicate(group: &str, proposer: &str, table: pg_sys::Oid) -> Result<i64> {
-    let (schema, name, kind, owns, system) = describe(table)?;
-    super::privileged(|| replicate_described(group, proposer, (schema, name, kind, owns, system)))
+/// Appends the entries that make `tables` replicated in `group`, one round each in the
+/// order given, after checking that the caller may (the owner of each, or a member of its
+/// owning role, or a superuser) and that the tables' foreign keys stay inside the group.
+/// Returns the last round. The catalog work runs `privileged`: the caller needs no rights
+/// on pg_paxos's schema.
+pub fn replicate(group: &str, proposer: &str, tables: &[pg_sys::Oid]) -> Result<i64> {
+    let mut unique: Vec<pg_sys::Oid> = Vec::new();
+    for table in tables {
+        if !unique.contains(table) {
+            unique.push(*table);
+        }
+    }
+    let described = unique
+        .iter()
+        .map(|t| describe(*t))
+        .collect::<Result<Vec<_>>>()?;
+    super::privileged(|| {
+        catalog::require_group(group)?;
+        for table in &described {
+            check(table)?;
+        }
+        foreign_keys_stay_inside(group, &unique)?;
+        let mut round = 0;
+        for table in &described {
+            round = append(group, proposer, table)?;
+        }
+        apply_on_members(group, round)?;
+        Ok(round)
+    })
 }
 
-fn replicate_described(
-    group: &str,
-    proposer: &str,
-    (schema, name, kind, owns, system): (String, String, String, bool, bool),
-) -> Result<i64> {
-    catalog::require_group(group)?;
-    if system {
+/// What `describe` tells about a table.
+struct Described {
+    oid: pg_sys::Oid,
+    schema: String,
+    name: String,
+    kind: String,
+    owned: bool,
+    system: bool,
+}
+
+fn check(table: &Described) -> Result<()> {
+    let name = qualified(&table.schema, &table.name);
+    if table.system {
         return Err(PaxosError::WrongObject(format!(
-            "{} is a system table or belongs to pg_paxos: it cannot be replicated",
-            qualified(&schema, &name)
+            "{name} is a system table or belongs to pg_paxos: it cannot be replicated"
         )));
     }
-    if kind != "r" {
+    if table.kind != "r" {
         return Err(PaxosError::WrongObject(format!(
-            "{} is not a table (only plain tables can be replicated)",
-            qualified(&schema, &name)
+            "{name} is not a table (only plain tables can be replicated)"
         )));
     }
-    if !owns {
-        return Err(PaxosError::NotOwner(qualified(&schema, &name)));
+    if !table.owned {
+        return Err(PaxosError::NotOwner(name));
     }
-    if let Some(other) = catalog::replicating_group(&schema, &name)? {
+    if let Some(other) = catalog::replicating_group(table.oid)? {
         return Err(PaxosError::AlreadyReplicated {
-            table: qualified(&schema, &name),
+            table: name,
             group: other,
         });
     }
+    Ok(())
+}
+
+/// Refuses a foreign key between one of `tables` and a table that neither is among them nor
+/// is replicated by `group`: a check against rows that differ between members, or a
+/// cascade into them, would make the members diverge (the guard refuses such a check at
+/// run time too, and such a constraint when it is created).
+fn foreign_keys_stay_inside(group: &str, tables: &[pg_sys::Oid]) -> Result<()> {
+    let crossing = Spi::get_two_with_args::<String, String>(
+        "WITH inside AS (SELECT unnest($2::pg_catalog.oid[]) AS t \
+                         UNION SELECT table_oid FROM pgp_metadata.replicated_tables \
+                         WHERE group_id = $1) \
+         SELECT pg_catalog.format('%s (constraint %I)', k.conrelid::pg_catalog.regclass, \
+                                  k.conname), \
+                k.confrelid::pg_catalog.regclass::text \
+         FROM pg_catalog.pg_constraint k \
+         WHERE k.contype = 'f' \
+           AND (k.conrelid = ANY ($2) OR k.confrelid = ANY ($2)) \
+           AND (k.conrelid NOT IN (SELECT t FROM inside) \
+                OR k.confrelid NOT IN (SELECT t FROM inside)) \
+         LIMIT 1",
+        &[group.into(), tables.to_vec().into()],
+    );
+    match crossing {
+        Ok((Some(child), Some(parent))) => Err(PaxosError::Unsupported(format!(
+            "foreign key of {child} references {parent}: a foreign key of a replicated table \
+             must join two tables of the same group; replicate both in one call, \
+             paxos_replicate_tables('{group}', ARRAY[...]::regclass[]), or drop the constraint"
+        ))),
+        Ok(_) => Ok(()),
+        Err(pgrx::spi::SpiError::InvalidPosition) => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn append(group: &str, proposer: &str, table: &Described) -> Result<i64> {
     let payload = Replicate {
-        fingerprint: fingerprint(&schema, &name)?,
-        schema,
-        table: name,
+        fingerprint: fingerprint(&table.schema, &table.name)?,
+        schema: table.schema.clone(),
+        table: table.name.clone(),
     };
     let entry = Entry {
         id: ids::proposal_id(),
@@ -57,7 +120,6 @@ fn replicate_described(
     };
     let round = crate::leader::append(group, proposer, entry)?;
     crate::applier::learn_and_wait(group, proposer, round)?;
-    apply_on_members(group, round)?;
     Ok(round)
 }
 
@@ -100,7 +162,7 @@ fn apply_on_members(group: &str, round: i64) -> Result<()> {
 
 /// Schema, name, relkind of `table`, whether the current user owns it (or is superuser), and
 /// whether it is PostgreSQL's own or pg_paxos's.
-fn describe(table: pg_sys::Oid) -> Result<(String, String, String, bool, bool)> {
+fn describe(table: pg_sys::Oid) -> Result<Described> {
     Spi::connect(|client| {
         let rows = client.select(
             "SELECT n.nspname::text, c.relname::text, c.relkind::text, \
@@ -113,13 +175,14 @@ fn describe(table: pg_sys::Oid) -> Result<(String, String, String, bool, bool)> 
         )?;
         let row = rows.first();
         match row.get::<String>(1)? {
-            Some(schema) => Ok((
+            Some(schema) => Ok(Described {
+                oid: table,
                 schema,
-                row.get::<String>(2)?.unwrap_or_default(),
-                row.get::<String>(3)?.unwrap_or_default(),
-                row.get::<bool>(4)?.unwrap_or(false),
-                row.get::<bool>(5)?.unwrap_or(true),
-            )),
+                name: row.get::<String>(2)?.unwrap_or_default(),
+                kind: row.get::<String>(3)?.unwrap_or_default(),
+                owned: row.get::<bool>(4)?.unwrap_or(false),
+                system: row.get::<bool>(5)?.unwrap_or(true),
+            }),
             None => Err(PaxosError::WrongObject(format!(
                 "relation {table:?} does not exist"
             ))),
