@@ -77,6 +77,12 @@ pub enum PaxosError {
     },
     #[error("the applier of paxos group \"{group}\" on this node is behind: {reason}")]
     Applier { group: String, reason: String },
+    /// A session waits for the applier, which waits for a lock that session holds.
+    #[error(
+        "deadlock detected: the applier of paxos group \"{0}\" waits for a lock this \
+         transaction holds, and this transaction waits for the applier"
+    )]
+    ApplierWaitsForUs(String),
     #[error("peer {connection} failed: {reason}")]
     Peer { connection: String, reason: String },
     #[error("pg_paxos catalog error: {0}")]
@@ -130,6 +136,7 @@ impl PaxosError {
             PaxosError::InTransactionBlock(_) => ERRCODE_ACTIVE_SQL_TRANSACTION,
             PaxosError::StaleSnapshot { .. } => ERRCODE_T_R_SERIALIZATION_FAILURE,
             PaxosError::Applier { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            PaxosError::ApplierWaitsForUs(_) => ERRCODE_T_R_DEADLOCK_DETECTED,
             PaxosError::Peer { .. } => ERRCODE_CONNECTION_EXCEPTION,
             PaxosError::Catalog(_) => ERRCODE_INTERNAL_ERROR,
         }
@@ -161,6 +168,11 @@ impl PaxosError {
             PaxosError::NotDeterministic(_) => Some(
                 "Compute the value in the client and pass it as a constant or parameter, or \
                  have a superuser set pg_paxos.allow_mutable_functions.",
+            ),
+            PaxosError::ApplierWaitsForUs(_) => Some(
+                "Retry the transaction. The applier needed the lock to apply DDL or a write \
+                 that another member made: a transaction that read a replicated table holds \
+                 a lock on it until it ends.",
             ),
             PaxosError::OutsideGroup { .. } => Some(
                 "Triggers, foreign keys and functions that a replicated write sets off run on \

@@ -617,3 +617,58 @@ async fn rows_of(clients: &[Client], sql: &str) -> Vec<Vec<i32>> {
     }
     all
 }
+
+/// DDL typed on one member must wait, on every other member, for the transactions there
+/// that hold a lock on its table. A session that holds such a lock and then waits for the
+/// applier (a strong read, a write) would wait for ever: it is told at once (40P01 for a
+/// read, which can be retried; 40003 for a write, which was chosen and is applied once the
+/// session's transaction is gone), and nothing else stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_that_blocks_the_applier_is_told_at_once() {
+    let cluster = start("blocking", 3);
+    let clients = replicated(&cluster).await;
+    let b = &clients[1];
+    b.execute("INSERT INTO kv VALUES (1, 'before')", &[])
+        .await
+        .unwrap();
+
+    let reader = connect(&cluster, 0).await;
+    reader
+        .batch_execute("BEGIN; SELECT count(*) FROM kv")
+        .await
+        .expect("a transaction that read kv");
+    b.batch_execute("ALTER TABLE kv ADD COLUMN extra int")
+        .await
+        .expect("DDL on another member");
+    let again = reader.query_one("SELECT count(*) FROM kv", &[]).await;
+    assert_eq!(sqlstate(&again).as_deref(), Some("40P01"), "{again:?}");
+    reader.batch_execute("ROLLBACK").await.unwrap();
+    let retried: i64 = reader
+        .query_one("SELECT count(*) FROM kv WHERE extra IS NULL", &[])
+        .await
+        .expect("the retry sees the new column")
+        .get(0);
+    assert_eq!(retried, 1);
+
+    // A write planned while holding the lock, after DDL that comes before it in the log.
+    let writer = connect(&cluster, 0).await;
+    let write = tokio::spawn(async move {
+        writer
+            .batch_execute(
+                "DO $$ BEGIN PERFORM count(*) FROM kv; PERFORM pg_sleep(1); \
+                 INSERT INTO kv (k, v) VALUES (2, 'written'); END $$",
+            )
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.batch_execute("ALTER TABLE kv ADD COLUMN more int")
+        .await
+        .expect("more DDL on another member");
+    let written = write.await.unwrap();
+    assert_eq!(sqlstate(&written).as_deref(), Some("40003"), "{written:?}");
+    let rows = rows_of(&clients, "SELECT k FROM kv ORDER BY k").await;
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row, &[1, 2], "node {i}: the chosen write took effect");
+    }
+    assert_replicas_identical(&clients).await;
+}

@@ -670,3 +670,92 @@ async fn set_server_setting(client: &Client, name: &str, value: &str) {
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
 }
+
+/// What the utility hook cannot name is caught by the event triggers: commands that reach a
+/// replicated table through one of its indexes or sequences, through inheritance, an
+/// extension or a role, whatever the session's settings. Every member ends identical, and
+/// the table keeps its owner, its parents and children (none) and its extension (none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commands_that_reach_a_replicated_table_sideways_are_refused() {
+    let cluster = start("sideways", 2);
+    let clients = form_group(&cluster).await;
+    create_everywhere(
+        &clients,
+        "CREATE ROLE keeper; \
+         CREATE TABLE kv (k serial PRIMARY KEY, v text); \
+         CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$; \
+         CREATE TABLE par (k int NOT NULL, v text) PARTITION BY RANGE (k)",
+    )
+    .await;
+    replicate(&clients[0], "kv").await.expect("replicate");
+    let (a, b) = (&clients[0], &clients[1]);
+    for sql in [
+        "ALTER TABLE kv OWNER TO keeper",
+        "CREATE INDEX kv_v ON kv (v)",
+        "ALTER INDEX kv_v RENAME TO kv_w",
+        "CREATE TRIGGER touch BEFORE INSERT ON kv FOR EACH ROW EXECUTE FUNCTION touch()",
+        "COMMENT ON TABLE kv IS 'a comment changes nothing'",
+    ] {
+        b.batch_execute(sql).await.expect(sql);
+    }
+    write(a, "INSERT INTO kv (v) VALUES ('one')").await.unwrap();
+    for (sql, session) in [
+        ("ALTER SEQUENCE kv_k_seq INCREMENT BY 7", ""),
+        ("CREATE TABLE kid () INHERITS (kv)", ""),
+        (
+            "CREATE TABLE kid () INHERITS (kv)",
+            "SET session_replication_role = replica;",
+        ),
+        (
+            "ALTER TABLE par ATTACH PARTITION kv FOR VALUES FROM (0) TO (100)",
+            "",
+        ),
+        ("ALTER EXTENSION pg_paxos ADD TABLE kv", ""),
+        ("REASSIGN OWNED BY keeper TO postgres", ""),
+        ("DROP OWNED BY keeper", ""),
+        ("DROP FUNCTION touch() CASCADE", ""),
+        ("DROP INDEX CONCURRENTLY kv_w", ""),
+    ] {
+        for (i, client) in clients.iter().enumerate() {
+            let typed = format!("{session}{sql}");
+            let refused = client.batch_execute(&typed).await;
+            let db = refused
+                .as_ref()
+                .err()
+                .and_then(|e| e.as_db_error())
+                .unwrap_or_else(|| panic!("node {i}: {typed}: {refused:?}"));
+            assert_eq!(db.code().code(), "0A000", "node {i}: {typed}: {db:?}");
+            assert!(db.message().contains("kv"), "{typed}: {}", db.message());
+            client.batch_execute("RESET ALL").await.unwrap();
+        }
+    }
+    // Changing or dropping an index of a replicated table is replicated as typed.
+    for sql in ["ALTER INDEX kv_w SET (fillfactor = 50)", "DROP INDEX kv_w"] {
+        b.batch_execute(sql).await.expect(sql);
+    }
+    write(a, "INSERT INTO kv (v) VALUES ('two')").await.unwrap();
+    assert_eq!(
+        rows_everywhere(&clients, "SELECT k || ' ' || v FROM kv ORDER BY k").await[1],
+        ["1 one", "2 two"],
+        "the sequence still counts by one"
+    );
+    let state = rows_everywhere(
+        &clients,
+        "SELECT format('%s owner=%s children=%s parents=%s extension=%s indexes=%s triggers=%s', \
+           c.relname, pg_get_userbyid(c.relowner), \
+           (SELECT count(*) FROM pg_inherits WHERE inhparent = c.oid), \
+           (SELECT count(*) FROM pg_inherits WHERE inhrelid = c.oid), \
+           (SELECT count(*) FROM pg_depend WHERE objid = c.oid AND deptype = 'e'), \
+           (SELECT string_agg(indexrelid::regclass::text, ',' ORDER BY 1) FROM pg_index \
+              WHERE indrelid = c.oid), \
+           (SELECT count(*) FROM pg_trigger WHERE tgrelid = c.oid)) \
+         FROM pg_class c WHERE c.relname = 'kv'",
+    )
+    .await;
+    assert_eq!(
+        state[0],
+        ["kv owner=keeper children=0 parents=0 extension=0 indexes=kv_pkey triggers=1"]
+    );
+    assert_identical(&state);
+    assert_replicas_identical(&clients).await;
+}

@@ -99,6 +99,7 @@ pub fn wait_applied(group: &str, round: i64) -> Result<i64> {
     shared::wake_applier(&key);
     let started = shared::status(&key).map_or(0, |s| s.attempts);
     let mut last = (Instant::now(), i64::MIN);
+    let mut checked = Instant::now();
     loop {
         let status = shared::status(&key);
         let now = Instant::now();
@@ -124,6 +125,18 @@ pub fn wait_applied(group: &str, round: i64) -> Result<i64> {
             }
             None => {}
         }
+        // No progress for a while: the applier may wait for a lock this transaction holds
+        // (a table it read or writes), which it needs to apply a round before `round`.
+        if now.duration_since(last.0) > DEADLOCK_CHECK
+            && now.duration_since(checked) > DEADLOCK_CHECK
+        {
+            checked = now;
+            if let Some(s) = &status {
+                if s.pid != 0 && waits_for_me(s.pid)? {
+                    return Err(PaxosError::ApplierWaitsForUs(group.to_owned()));
+                }
+            }
+        }
         if now.duration_since(last.0) > patience() {
             let reason = match status {
                 Some(s) if s.pid != 0 => format!(
@@ -145,6 +158,21 @@ pub fn wait_applied(group: &str, round: i64) -> Result<i64> {
     }
 }
 
+/// How long a wait without progress goes before it checks for a deadlock with the applier.
+const DEADLOCK_CHECK: Duration = Duration::from_millis(50);
+
+/// Whether process `pid` waits for a lock this backend holds.
+fn waits_for_me(pid: i32) -> Result<bool> {
+    Ok(crate::replication::privileged(|| {
+        Spi::get_one_with_args::<bool>(
+            "SELECT pg_catalog.pg_backend_pid() OPERATOR(pg_catalog.=) \
+             ANY (pg_catalog.pg_blocking_pids($1))",
+            &[pid.into()],
+        )
+    })?
+    .unwrap_or(false))
+}
+
 /// Makes every round up to `through` known here (learned from the members, or decided when
 /// abandoned) and waits until the group's applier has applied it; returns the applied
 /// position. A round above every round accepted in the group is refused.
@@ -152,6 +180,33 @@ pub fn learn_and_wait(group: &str, proposer: &str, through: i64) -> Result<i64> 
     let mut log = crate::multipaxos::Log::open(group, proposer)?;
     log.know_through(through)?;
     wait_applied(group, through)
+}
+
+/// Has every other reachable member of `group` apply the log through `round` now, and
+/// waits for them; returns the members that did not, with why.
+pub fn apply_on_members(group: &str, round: i64) -> Result<Vec<String>> {
+    let own = crate::catalog::require_group(group)?.self_connection;
+    let members: Vec<String> = crate::catalog::membership(group)?
+        .voters(round + 1)
+        .into_iter()
+        .filter(|m| *m != own)
+        .map(str::to_owned)
+        .collect();
+    let sql = format!(
+        "SELECT paxos_apply_log('applier', {}, {round})",
+        crate::connstr::quote_literal(group)
+    );
+    let requests: Vec<(String, String)> =
+        members.iter().map(|m| (m.clone(), sql.clone())).collect();
+    Ok(crate::peers::exchange_all(&requests)
+        .into_iter()
+        .zip(&members)
+        .filter_map(|(outcome, member)| {
+            outcome
+                .err()
+                .map(|e| format!("{}: {e}", crate::connstr::redact(member)))
+        })
+        .collect())
 }
 
 /// Reserves the entry `id` of `group` for this session, which will run it as its round's

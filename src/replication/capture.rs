@@ -340,6 +340,10 @@ fn append_and_take_turn(group: &str, entry: Entry) -> Result<i64> {
     let round = outcome::appending(group, true, || {
         crate::leader::append(group, PROPOSER, entry)
     })?;
+    // Should the applier need a lock this statement holds to apply the rounds before R
+    // (DDL on its table, say), this fails at once, and with 40003: R is chosen, and the
+    // applier runs it once this transaction is gone. The statement cannot run here: it was
+    // planned before that DDL.
     crate::applier::wait_applied(group, round - 1)?;
     // Held until this transaction ends: the applier goes on from R once it has.
     let applied = super::apply::lock_applied(group)?;

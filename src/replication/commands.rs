@@ -34,10 +34,20 @@ pub fn apply_and_append(group: &str, proposer: &str, sql: &str) -> Result<i64> {
         let round = crate::leader::append(group, proposer, entry)?;
         // The applier runs it here as on every member.
         learn_and_wait(group, proposer, round)?;
-        match catalog::apply_error(group, round)? {
-            Some((sqlstate, message)) => Err(PaxosError::Replayed { sqlstate, message }),
-            None => Ok(round),
+        if let Some((sqlstate, message)) = catalog::apply_error(group, round)? {
+            return Err(PaxosError::Replayed { sqlstate, message });
         }
+        // In effect everywhere once it returns, as a DBA expects of DDL: a write made next
+        // on another member does not find its table locked by this entry's apply there.
+        let behind = crate::applier::apply_on_members(group, round)?;
+        if !behind.is_empty() {
+            pgrx::warning!(
+                "round {round} is chosen and applied here, but these members have not \
+                 applied it yet: {}",
+                behind.join("; ")
+            );
+        }
+        Ok(round)
     })
 }
 

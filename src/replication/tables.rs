@@ -128,28 +128,7 @@ fn append(group: &str, proposer: &str, table: &Described) -> Result<i64> {
 /// Members that cannot (down, or the table is missing or differs there) are named in a
 /// warning; they stop at that round when they apply, and say why.
 fn apply_on_members(group: &str, round: i64) -> Result<()> {
-    let own = catalog::require_group(group)?.self_connection;
-    let members: Vec<String> = catalog::membership(group)?
-        .voters(round + 1)
-        .into_iter()
-        .filter(|m| *m != own)
-        .map(str::to_owned)
-        .collect();
-    let sql = format!(
-        "SELECT paxos_apply_log('replicate', {}, {round})",
-        crate::connstr::quote_literal(group)
-    );
-    let requests: Vec<(String, String)> =
-        members.iter().map(|m| (m.clone(), sql.clone())).collect();
-    let failed: Vec<String> = crate::peers::exchange_all(&requests)
-        .into_iter()
-        .zip(&members)
-        .filter_map(|(outcome, member)| {
-            outcome
-                .err()
-                .map(|e| format!("{}: {e}", crate::connstr::redact(member)))
-        })
-        .collect();
+    let failed = crate::applier::apply_on_members(group, round)?;
     if !failed.is_empty() {
         pgrx::warning!(
             "the table is replicated from round {round}, but these members have not applied it \
