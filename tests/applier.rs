@@ -266,6 +266,13 @@ async fn replay_runs_in_a_context_its_author_cannot_steer() {
         ("ALTER TABLE public.kv ADD COLUMN evil int", "42501"),
         ("TRUNCATE public.kv", "42501"),
         ("CREATE POLICY p ON public.kv USING (false)", "42501"),
+        (
+            "CREATE RULE r AS ON INSERT TO public.kv DO INSTEAD NOTHING",
+            "42501",
+        ),
+        ("ALTER TABLE public.kv RENAME TO kv2", "0A000"),
+        ("ALTER SCHEMA public RENAME TO elsewhere", "0A000"),
+        ("CREATE TABLE mallory.kid () INHERITS (public.kv)", "42501"),
         ("ALTER TABLE public.kv SET SCHEMA mallory", "0A000"),
         ("DROP TABLE public.kv", "0A000"),
     ] {
@@ -669,6 +676,76 @@ async fn a_session_that_blocks_the_applier_is_told_at_once() {
     let rows = rows_of(&clients, "SELECT k FROM kv ORDER BY k").await;
     for (i, row) in rows.iter().enumerate() {
         assert_eq!(row, &[1, 2], "node {i}: the chosen write took effect");
+    }
+    assert_replicas_identical(&clients).await;
+}
+
+/// A role with write access tries to make members differ through what its writes set off:
+/// a function that claims to be immutable but reads the role's own table (whose rows differ
+/// on each member), and a table of its own with a foreign key into the replicated one
+/// (which would stop deletes on one member only). Both are refused, and the members stay
+/// identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_role_cannot_make_members_differ_through_what_its_writes_set_off() {
+    let cluster = start("setoff", 3);
+    let clients = replicated(&cluster).await;
+    for (i, client) in clients.iter().enumerate() {
+        client
+            .batch_execute(&format!(
+                "CREATE ROLE mallory LOGIN; \
+                 CREATE SCHEMA mallory AUTHORIZATION mallory; \
+                 SET ROLE mallory; \
+                 CREATE TABLE mallory.secret (v text); \
+                 INSERT INTO mallory.secret VALUES ('node {i}'); \
+                 CREATE FUNCTION mallory.lie(int) RETURNS text IMMUTABLE LANGUAGE plpgsql AS \
+                   $$ BEGIN RETURN (SELECT v FROM mallory.secret LIMIT 1); END $$; \
+                 RESET ROLE"
+            ))
+            .await
+            .unwrap();
+    }
+    clients[0]
+        .batch_execute("GRANT SELECT, INSERT, UPDATE, DELETE, REFERENCES ON kv TO mallory")
+        .await
+        .expect("a grant through the log");
+    clients[0]
+        .execute("INSERT INTO kv VALUES (1, 'plain')", &[])
+        .await
+        .unwrap();
+    let mallory = cluster
+        .node(1)
+        .connect_as("mallory")
+        .await
+        .expect("connect as mallory");
+    for (sql, code) in [
+        ("UPDATE public.kv SET v = mallory.lie(k)", "2F004"),
+        (
+            "CREATE TABLE mallory.kid (k int REFERENCES public.kv)",
+            "0A000",
+        ),
+    ] {
+        let refused = mallory.batch_execute(sql).await;
+        assert_eq!(
+            sqlstate(&refused).as_deref(),
+            Some(code),
+            "{sql}: {refused:?}"
+        );
+    }
+    mallory
+        .batch_execute("DELETE FROM public.kv")
+        .await
+        .expect("deletes go on");
+    for (i, client) in clients.iter().enumerate() {
+        apply_all(client).await;
+        let stuck: i64 = client
+            .query_one(
+                "SELECT count(*) FROM paxos_appliers() WHERE stuck_round IS NOT NULL",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(stuck, 0, "node {i}");
     }
     assert_replicas_identical(&clients).await;
 }
