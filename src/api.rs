@@ -55,6 +55,19 @@ fn paxos_leave_group(current_group_id: Option<&str>) -> i64 {
     (|| groups::leave(required(current_group_id, "current_group_id")?))().or_raise()
 }
 
+/// Removes a member that is gone for good from a group, from any member that can reach a
+/// majority; returns the round whose entry removed it.
+#[pg_extern(volatile, parallel_unsafe)]
+fn paxos_remove_member(current_group_id: Option<&str>, member_connection: Option<&str>) -> i64 {
+    (|| {
+        groups::remove_member(
+            required(current_group_id, "current_group_id")?,
+            required(member_connection, "member_connection")?,
+        )
+    })()
+    .or_raise()
+}
+
 /// Single-decree Paxos on one round of a group's log: returns the value chosen there, which
 /// is `proposed_value` unless another proposal won (`value_changed`). Rounds are decided in
 /// order; a NULL proposal only learns (or fills an abandoned round with a no-op).
@@ -268,6 +281,7 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pgp_metadata FROM PUBLIC;
 REVOKE ALL ON FUNCTION paxos_create_group(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION paxos_join_group(text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION paxos_leave_group(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION paxos_remove_member(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION paxos(text, text, bigint, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION paxos_append(text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION paxos_apply_log(text, text, bigint) FROM PUBLIC;

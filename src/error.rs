@@ -18,6 +18,12 @@ pub enum PaxosError {
     UnknownGroup(String),
     #[error("this node is already a member of paxos group \"{0}\"")]
     GroupExists(String),
+    #[error("{member} is not a member of paxos group \"{group}\"; its members are: {members}")]
+    NotAMember {
+        group: String,
+        member: String,
+        members: String,
+    },
     #[error("could not connect to {connection}: {reason}")]
     Unreachable { connection: String, reason: String },
     #[error("{connection} is not this node: {reason}")]
@@ -113,7 +119,7 @@ impl PaxosError {
             PaxosError::NotSuperuser(_) | PaxosError::NotMemberRole(_) => {
                 ERRCODE_INSUFFICIENT_PRIVILEGE
             }
-            PaxosError::UnknownGroup(_) => ERRCODE_UNDEFINED_OBJECT,
+            PaxosError::UnknownGroup(_) | PaxosError::NotAMember { .. } => ERRCODE_UNDEFINED_OBJECT,
             PaxosError::GroupExists(_) => ERRCODE_DUPLICATE_OBJECT,
             PaxosError::Unreachable { .. } => ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
             PaxosError::NoMajority { .. } => ERRCODE_CONNECTION_FAILURE,

@@ -201,12 +201,56 @@ pub fn leave(group: &str) -> Result<i64> {
             },
         )?
     };
+    drop_here(group)?;
+    Ok(round)
+}
+
+/// Removes `member`, another member's connection string as the group knows it, from
+/// `group`: for a member that is gone for good. It is a leave entry, so a majority of the
+/// current members (the lost one counted) must answer. The removed node, should it come
+/// back, learns that it is out from the members and drops the group itself.
+pub fn remove_member(group: &str, member: &str) -> Result<i64> {
+    require_superuser("remove members of paxos groups")?;
+    let own = catalog::require_group(group)?.self_connection;
+    if member == own {
+        return Err(PaxosError::InvalidArgument {
+            what: "member",
+            reason: "is this node: use paxos_leave_group() to leave".into(),
+        });
+    }
+    let log = Log::open(group, "remove")?;
+    let voters = log.voters(log.learned_through() + 1);
+    if !voters.iter().any(|v| v == member) {
+        return Err(PaxosError::NotAMember {
+            group: group.to_owned(),
+            member: connstr::redact(member),
+            members: voters
+                .iter()
+                .map(|v| connstr::redact(v))
+                .collect::<Vec<_>>()
+                .join("; "),
+        });
+    }
+    crate::leader::append(
+        group,
+        "remove",
+        Entry {
+            id: ids::proposal_id(),
+            kind: EntryKind::Leave,
+            value: Some(member.to_owned()),
+        },
+    )
+}
+
+/// Drops `group` on this node: its log and membership go, its tables stay as ordinary
+/// tables.
+pub fn drop_here(group: &str) -> Result<()> {
     catalog::delete_group(group)?;
     // Its tables are no longer replicated: every backend looks them up again.
     crate::replication::registry::invalidate(None);
     node::forget(group);
     peers::forget_all();
-    Ok(round)
+    Ok(())
 }
 
 #[pg_schema]

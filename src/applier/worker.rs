@@ -292,6 +292,16 @@ impl Applier {
             })?;
             match outcome.stop {
                 Some(Stop::Busy) => pause = pause.min(Duration::from_millis(1)),
+                Some(Stop::Removed) => {
+                    pgrx::log!(
+                        "pg_paxos applier of group \"{}\": the entry of round {} removed this \
+                         node from the group, which is dropped here (its tables stay, as \
+                         ordinary tables)",
+                        self.group,
+                        outcome.applied
+                    );
+                    return Ok(None);
+                }
                 Some(Stop::Failed(round, error)) => {
                     self.applied = outcome.applied;
                     self.failed(round, &error);

@@ -57,6 +57,8 @@ pub struct Applied {
 pub enum Stop {
     /// Another session holds the applied position (a writer running its round).
     Busy,
+    /// The entry of this round removed this node from the group, which is dropped here.
+    Removed,
     /// The entry of this round is a writer's on this node, which runs it itself.
     Reserved,
     /// The entry of this round failed here with an error that is not the same on every
@@ -95,6 +97,13 @@ pub fn apply_available(
                 stop = Some(Stop::Reserved);
                 break 'rounds;
             }
+            if removes_this_node(group, decision)? {
+                crate::groups::drop_here(group)?;
+                return Ok(Applied {
+                    applied: next,
+                    stop: Some(Stop::Removed),
+                });
+            }
             // Where the sequences stand before the entry: the position recorded if it fails.
             if next > applied + 1 {
                 sequences::record(group)?;
@@ -118,6 +127,20 @@ pub fn apply_available(
         applied: next - 1,
         stop,
     })
+}
+
+/// Whether `decision` is a leave of this node after which it is out of the group (not a
+/// leave that a later join, already learned here, undid).
+fn removes_this_node(group: &str, decision: &Decision) -> Result<bool> {
+    if decision.entry.kind != EntryKind::Leave {
+        return Ok(false);
+    }
+    let own = catalog::require_group(group)?.self_connection;
+    if decision.entry.value.as_deref() != Some(own.as_str()) {
+        return Ok(false);
+    }
+    let through = catalog::learned_through(group)?.max(decision.round);
+    Ok(catalog::membership(group)?.is_out(&own, through))
 }
 
 /// Applies the rounds after `applied` through `through`, which this node has learned.

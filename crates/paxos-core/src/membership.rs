@@ -77,6 +77,13 @@ impl Membership {
             None => false,
         }
     }
+
+    /// Whether `connection`, which knows the log through round `through`, is out of the
+    /// group: it votes on no round after that (a leave removed it, and no later join brought
+    /// it back). A node that finds itself out stops taking part and drops the group.
+    pub fn is_out(&self, connection: &str, through: i64) -> bool {
+        !self.voters(through + 1).contains(&connection)
+    }
 }
 
 #[cfg(test)]
@@ -120,7 +127,10 @@ mod tests {
         assert_eq!(m.voters(11), vec!["a", "c"]);
         assert!(!m.leave("b", 12), "leaving twice rewrites nothing");
         assert_eq!(m.voters(10), vec!["a", "b", "c"]);
+        assert!(m.is_out("b", 12), "removed, and nothing brought it back");
+        assert!(!m.is_out("c", 12));
         assert!(m.join("b", 20), "a node can come back");
+        assert!(!m.is_out("b", 20), "it votes again after its join");
         assert_eq!(m.voters(21), vec!["a", "b", "c"]);
         assert_eq!(m.voters(15), vec!["a", "c"]);
     }

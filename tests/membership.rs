@@ -1,0 +1,249 @@
+//! Repairing a group that lost members for good: removing them from any surviving member
+//! with a majority, replacing them with new nodes while writes go on, and a removed node
+//! that comes back learning that it is out. Every test ends with the members' tables
+//! compared row for row.
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use tokio_postgres::Client;
+
+/// Creates the extension on every node and a group of nodes `members` (the first founds
+/// it, the others join through it) with a replicated table `kv` on every node; returns a
+/// session per node.
+async fn group_of(cluster: &cluster::Cluster, members: &[usize]) -> Vec<Client> {
+    let mut clients = Vec::new();
+    for i in 0..cluster.nodes().len() {
+        let client = connect(cluster, i).await;
+        client
+            .batch_execute("CREATE EXTENSION pg_paxos; CREATE TABLE kv (k int PRIMARY KEY, v text)")
+            .await
+            .unwrap();
+        clients.push(client);
+    }
+    let founder = members[0];
+    clients[founder]
+        .execute(
+            "SELECT paxos_create_group($1, $2)",
+            &[&GROUP, &cluster.node(founder).connstr()],
+        )
+        .await
+        .unwrap();
+    for &i in &members[1..] {
+        join(cluster, &clients[i], i, founder)
+            .await
+            .expect("a member joins");
+    }
+    replicate(&clients[founder], "kv").await.expect("replicate");
+    clients
+}
+
+async fn join(
+    cluster: &cluster::Cluster,
+    client: &Client,
+    node: usize,
+    through: usize,
+) -> Result<i64, tokio_postgres::Error> {
+    client
+        .query_one(
+            "SELECT paxos_join_group($1, $2, $3)",
+            &[
+                &GROUP,
+                &cluster.node(through).connstr(),
+                &cluster.node(node).connstr(),
+            ],
+        )
+        .await
+        .map(|row| row.get(0))
+}
+
+async fn remove(
+    client: &Client,
+    cluster: &cluster::Cluster,
+    node: usize,
+) -> Result<i64, tokio_postgres::Error> {
+    client
+        .query_one(
+            "SELECT paxos_remove_member($1, $2)",
+            &[&GROUP, &cluster.node(node).connstr()],
+        )
+        .await
+        .map(|row| row.get(0))
+}
+
+async fn voters(client: &Client) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pgp_metadata.host WHERE group_id = $1 AND max_round IS NULL",
+            &[&GROUP],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Writes rows `from..` on `client` until `stop` is set; returns how many it wrote. Every
+/// write must succeed: a majority stays up throughout.
+fn write_until(client: Client, from: i32, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<i32> {
+    tokio::spawn(async move {
+        let mut k = from;
+        while !stop.load(Ordering::Relaxed) {
+            client
+                .execute("INSERT INTO kv VALUES ($1, 'during')", &[&k])
+                .await
+                .unwrap_or_else(|e| panic!("write {k} during the repair: {e}"));
+            k += 1;
+        }
+        k - from
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_member_is_removed_and_replaced_while_writes_go_on() {
+    let cluster = start("replace", 4);
+    let clients = group_of(&cluster, &[0, 1, 2]).await;
+    for k in 0..3 {
+        clients[k as usize]
+            .execute("INSERT INTO kv VALUES ($1, 'before')", &[&k])
+            .await
+            .unwrap();
+    }
+    cluster.stop(2).expect("node 2 is lost");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = write_until(connect(&cluster, 0).await, 1000, stop.clone());
+    let (a, b) = (&clients[0], &clients[1]);
+
+    // Refused, changing nothing: not a member, this node itself, NULLs, another role.
+    for (sql, code) in [
+        (
+            "SELECT paxos_remove_member('g', 'host=127.0.0.1 port=1 dbname=postgres')".to_owned(),
+            "42704",
+        ),
+        (
+            format!(
+                "SELECT paxos_remove_member('g', '{}')",
+                cluster.node(1).connstr()
+            ),
+            "22023",
+        ),
+        ("SELECT paxos_remove_member('g', NULL)".to_owned(), "22004"),
+        ("SELECT paxos_remove_member(NULL, 'x')".to_owned(), "22004"),
+        (
+            "SELECT paxos_remove_member('nope', 'x')".to_owned(),
+            "42704",
+        ),
+        (
+            "CREATE ROLE clerk; SET ROLE clerk; SELECT paxos_remove_member('g', 'x')".to_owned(),
+            "42501",
+        ),
+    ] {
+        let refused = b.batch_execute(&sql).await;
+        assert_eq!(
+            sqlstate(&refused).as_deref(),
+            Some(code),
+            "{sql}: {refused:?}"
+        );
+        b.batch_execute("RESET ROLE").await.unwrap();
+    }
+    assert_eq!(voters(b).await, 3);
+
+    let removed = remove(b, &cluster, 2).await.expect("remove the lost node");
+    assert!(removed > 0);
+    assert_eq!(voters(b).await, 2);
+    let again = remove(a, &cluster, 2).await;
+    assert_eq!(sqlstate(&again).as_deref(), Some("42704"), "{again:?}");
+
+    // A new node takes its place: it joins while writes go on, and replays the log.
+    join(&cluster, &clients[3], 3, 0)
+        .await
+        .expect("the replacement joins");
+    clients[3]
+        .execute("INSERT INTO kv VALUES (3, 'from the new member')", &[])
+        .await
+        .expect("a write on the replacement");
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.await.unwrap();
+    assert!(written > 0, "writes went on during the repair");
+    let survivors = [&clients[0], &clients[1], &clients[3]];
+    for client in survivors {
+        assert_eq!(voters(client).await, 3);
+    }
+    let members: Vec<Client> = vec![
+        connect(&cluster, 0).await,
+        connect(&cluster, 1).await,
+        connect(&cluster, 3).await,
+    ];
+    assert_replicas_identical(&members).await;
+
+    // The removed node comes back: it learns from the members that it is out, and drops
+    // the group; its table stays, as an ordinary table.
+    cluster.restart(2).expect("node 2 comes back");
+    let returned = connect(&cluster, 2).await;
+    eventually(Duration::from_secs(30), || async {
+        let groups: i64 = returned
+            .query_one("SELECT count(*) FROM pgp_metadata.\"group\"", &[])
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        if groups == 0 {
+            Ok(())
+        } else {
+            Err("the returned node still holds the group".to_owned())
+        }
+    })
+    .await;
+    returned
+        .execute("INSERT INTO kv VALUES (-1, 'local now')", &[])
+        .await
+        .expect("an ordinary table now");
+    let seen: i64 = members[0]
+        .query_one("SELECT count(*) FROM kv WHERE k = -1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, 0, "the old member's writes no longer reach the group");
+    members[0]
+        .execute("INSERT INTO kv VALUES (4, 'after')", &[])
+        .await
+        .expect("the group goes on");
+    assert_replicas_identical(&members).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_five_member_group_that_lost_two_is_repaired() {
+    let cluster = start("lost2", 5);
+    let clients = group_of(&cluster, &[0, 1, 2, 3, 4]).await;
+    clients[4]
+        .execute("INSERT INTO kv VALUES (0, 'before')", &[])
+        .await
+        .unwrap();
+    cluster.stop(3).expect("node 3 is lost");
+    cluster.stop(4).expect("node 4 is lost");
+    // Three of five: a majority, but no margin left.
+    remove(&clients[0], &cluster, 3)
+        .await
+        .expect("remove node 3");
+    remove(&clients[1], &cluster, 4)
+        .await
+        .expect("remove node 4");
+    assert_eq!(voters(&clients[2]).await, 3);
+    // Three members again, so one more may fail.
+    cluster.stop(2).expect("node 2 fails too");
+    for k in 1..=5 {
+        clients[k as usize % 2]
+            .execute("INSERT INTO kv VALUES ($1, 'after')", &[&k])
+            .await
+            .expect("two of three members write on");
+    }
+    assert_replicas_identical(&clients[..2]).await;
+    let rows: i64 = clients[1]
+        .query_one("SELECT count(*) FROM kv", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 6);
+}
