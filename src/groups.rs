@@ -5,6 +5,7 @@
 //! caller's transaction (an error rolls them back); a join entry already chosen when the
 //! rest of the join fails is undone by a leave entry.
 use paxos_core::Ballot;
+use pgrx::pg_sys::PgTryBuilder;
 use pgrx::prelude::*;
 
 use crate::catalog;
@@ -116,49 +117,75 @@ pub fn join(group: &str, existing: &str, own: &str) -> Result<i64> {
         return Err(PaxosError::GroupExists(group.to_owned()));
     }
     verify_self(own)?;
+    // The log chosen so far is copied and replayed before this node votes: a join that
+    // fails there (a table missing here, a cancel, a timeout, the node's death) leaves no
+    // member behind. Replaying the log from its start gives this node the replicated
+    // tables' rows, and checks that its tables held the same rows when they were replicated.
+    catalog::insert_group(group, own, -1)?;
+    node::forget(group);
+    let copied = copy_log(group, existing, 0, None)?;
+    crate::replication::apply::apply_through(group, "join", copied)?;
+
     let change = MembershipRequest {
         group: group.to_owned(),
         connection: own.to_owned(),
         kind: EntryKind::Join,
     };
     let joined: MembershipResponse = call(existing, "paxos_change_membership", &change)?;
-    copy_log(group, existing, own, joined.round)
-        .and_then(|()| catalog::set_leader(group, joined.leader.as_deref()))
-        // Replaying the log from its start gives this node the replicated tables' rows (and
-        // checks that the tables exist here and held the same rows when they were
-        // replicated), as every member has them at the join round.
-        .and_then(|()| crate::replication::apply::apply_through(group, "join", joined.round))
-        .map_err(|error| {
-            let undo = MembershipRequest {
-                kind: EntryKind::Leave,
-                ..change
-            };
-            match call::<MembershipResponse>(existing, "paxos_change_membership", &undo) {
-                Ok(_) => error,
-                Err(undo_error) => PaxosError::Peer {
-                    connection: connstr::redact(existing),
-                    reason: format!(
-                        "joining failed ({error}) and removing the half-joined member failed too \
-                     ({undo_error}); run paxos_leave_group on a member for this connection"
-                    ),
-                },
+    // This node votes from here on: should the rest (the few rounds up to the join) fail,
+    // with a PostgreSQL error too, a leave entry undoes the join.
+    let undo = || {
+        let leave = MembershipRequest {
+            kind: EntryKind::Leave,
+            ..change.clone()
+        };
+        call::<MembershipResponse>(existing, "paxos_change_membership", &leave).map(|_| ())
+    };
+    let finish = || {
+        copy_log(group, existing, copied + 1, Some(joined.round))?;
+        catalog::set_leader(group, joined.leader.as_deref())?;
+        crate::replication::apply::apply_through(group, "join", joined.round)
+    };
+    let finished = PgTryBuilder::new(std::panic::AssertUnwindSafe(finish))
+        .catch_others(|error| {
+            if let Err(undo_error) = undo() {
+                pgrx::warning!("{}", undo_failed(group, own, &undo_error));
             }
-        })?;
+            error.rethrow()
+        })
+        .execute();
+    finished.map_err(|error| match undo() {
+        Ok(()) => error,
+        Err(undo_error) => PaxosError::Peer {
+            connection: connstr::redact(existing),
+            reason: format!(
+                "joining failed ({error}); {}",
+                undo_failed(group, own, &undo_error)
+            ),
+        },
+    })?;
     crate::applier::start_at_commit(group)?;
     Ok(joined.round)
 }
 
-/// Copies the log up to `through` from `existing` into this node's catalog; none of it is
-/// applied yet.
-fn copy_log(group: &str, existing: &str, own: &str, through: i64) -> Result<()> {
-    catalog::insert_group(group, own, -1)?;
-    node::forget(group);
-    let mut from = 0;
-    while from <= through {
+fn undo_failed(group: &str, own: &str, error: &PaxosError) -> String {
+    format!(
+        "removing the half-joined member failed ({error}): run \
+         paxos_remove_member('{group}', '{}') on a member",
+        own.replace('\'', "''")
+    )
+}
+
+/// Copies the chosen rounds from `from` through `through` (or as far as `existing` knows)
+/// from `existing` into this node's catalog; none of it is applied yet. Returns how far the
+/// log is known here without a gap.
+fn copy_log(group: &str, existing: &str, from: i64, through: Option<i64>) -> Result<i64> {
+    let mut next = from;
+    while through.is_none_or(|t| next <= t) {
         let request = ChosenRequest {
             group: group.to_owned(),
-            from_round: from,
-            through_round: through,
+            from_round: next,
+            through_round: through.unwrap_or(i64::MAX),
             limit: COPY_BATCH,
         };
         let batch = call::<ChosenResponse>(existing, "paxos_chosen", &request)?.chosen;
@@ -166,11 +193,11 @@ fn copy_log(group: &str, existing: &str, own: &str, through: i64) -> Result<()> 
             break;
         };
         catalog::record_decisions(group, &batch)?;
-        from = last + 1;
+        next = last + 1;
     }
     catalog::rebuild_members(group)?;
     let learned = catalog::advance_learned(group)?;
-    if learned < through {
+    if let Some(through) = through.filter(|t| learned < *t) {
         return Err(PaxosError::Peer {
             connection: connstr::redact(existing),
             reason: format!(
@@ -179,7 +206,7 @@ fn copy_log(group: &str, existing: &str, own: &str, through: i64) -> Result<()> 
             ),
         });
     }
-    Ok(())
+    Ok(learned)
 }
 
 pub fn leave(group: &str) -> Result<i64> {
@@ -218,7 +245,10 @@ pub fn remove_member(group: &str, member: &str) -> Result<i64> {
             reason: "is this node: use paxos_leave_group() to leave".into(),
         });
     }
-    let log = Log::open(group, "remove")?;
+    // The members as of the end of the log, not as far as this node knows it.
+    let mut log = Log::open(group, "remove")?;
+    let highest = log.max_group_round()?;
+    log.know_through(highest)?;
     let voters = log.voters(log.learned_through() + 1);
     if !voters.iter().any(|v| v == member) {
         return Err(PaxosError::NotAMember {

@@ -35,8 +35,16 @@ fn acquire(key1: u32, key2: u32, mode: u32) {
     }
 }
 
+/// Rounds locked one by one at most: more (a catch-up, a join's copy of the log) take the
+/// range lock exclusively instead, one lock that orders them as well, so that no
+/// transaction holds a lock per round (the lock table is shared and bounded).
+const MAX_ROUND_LOCKS: i64 = 64;
+
 /// For a vote or a learn on rounds `first..=last`.
 pub fn rounds(group: &str, first: i64, last: i64) {
+    if last - first >= MAX_ROUND_LOCKS {
+        return range(group);
+    }
     acquire(key("range", group), 0, pg_sys::ShareLock);
     let round_key = key("round", group);
     for round in first..=last {

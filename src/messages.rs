@@ -198,7 +198,7 @@ pub struct MaxRoundResponse {
 }
 
 /// Asks an existing member to append a membership change.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MembershipRequest {
     pub group: String,
     pub connection: String,

@@ -247,3 +247,81 @@ async fn a_five_member_group_that_lost_two_is_repaired() {
         .get(0);
     assert_eq!(rows, 6);
 }
+
+/// A join copies and replays a long log with the smallest lock table PostgreSQL allows (no
+/// lock per round), while writes go on; a join cut short (a statement timeout, a terminated
+/// session) leaves no member behind, so the group's majority is unchanged, and the node can
+/// join again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_join_holds_no_lock_per_round_and_a_failed_join_leaves_no_member() {
+    let cluster = cluster::Cluster::start(cluster::ClusterOptions {
+        nodes: 3,
+        preload_pg_paxos: true,
+        extra_conf: vec!["max_locks_per_transaction = 10".into()],
+        name: "longjoin".into(),
+    })
+    .expect("three nodes");
+    let clients = group_of(&cluster, &[0, 1]).await;
+    // A log longer than the whole lock table (10 locks x the server's connections).
+    let sessions: Vec<Client> = futures_util::future::join_all((0..4).map(|i| {
+        let cluster = &cluster;
+        async move { connect(cluster, i % 2).await }
+    }))
+    .await;
+    futures_util::future::join_all(sessions.iter().enumerate().map(|(s, client)| async move {
+        for n in 0..800 {
+            client
+                .execute(
+                    "INSERT INTO kv VALUES ($1, 'long log')",
+                    &[&((s * 10_000 + n) as i32)],
+                )
+                .await
+                .expect("a write");
+        }
+    }))
+    .await;
+    assert!(log_length(&clients[0]).await > 3000);
+
+    let joiner = &clients[2];
+    for cut in [
+        "SET statement_timeout = '100ms'",
+        "SET statement_timeout = '300ms'",
+    ] {
+        joiner.batch_execute(cut).await.unwrap();
+        let cut_short = join(&cluster, joiner, 2, 0).await;
+        assert_eq!(
+            sqlstate(&cut_short).as_deref(),
+            Some("57014"),
+            "{cut}: {cut_short:?}"
+        );
+        joiner
+            .batch_execute("RESET statement_timeout")
+            .await
+            .unwrap();
+        for (i, client) in clients[..2].iter().enumerate() {
+            assert_eq!(
+                voters(client).await,
+                2,
+                "node {i}: no member left behind ({cut})"
+            );
+        }
+        let groups: i64 = joiner
+            .query_one("SELECT count(*) FROM pgp_metadata.\"group\"", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(groups, 0, "nothing half-written on the joiner");
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = write_until(connect(&cluster, 1).await, 100_000, stop.clone());
+    join(&cluster, joiner, 2, 0)
+        .await
+        .expect("the join, with a long log and a write load");
+    stop.store(true, Ordering::Relaxed);
+    assert!(writer.await.unwrap() > 0);
+    for client in &clients {
+        assert_eq!(voters(client).await, 3);
+    }
+    assert_replicas_identical(&clients).await;
+}
