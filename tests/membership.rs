@@ -325,3 +325,75 @@ async fn a_join_holds_no_lock_per_round_and_a_failed_join_leaves_no_member() {
     }
     assert_replicas_identical(&clients).await;
 }
+
+/// A joining node killed (kill -9) while it copies and replays the log leaves no member
+/// behind: the group keeps its majority and writes go on; restarted, the node holds nothing
+/// of the group and joins again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_killed_while_joining_leaves_no_member() {
+    let cluster = start("killjoin", 3);
+    let clients = group_of(&cluster, &[0, 1]).await;
+    futures_util::future::join_all(
+        clients[..2]
+            .iter()
+            .enumerate()
+            .map(|(s, client)| async move {
+                for n in 0..20 {
+                    client
+                        .execute(
+                            "INSERT INTO kv VALUES ($1, 'to replay')",
+                            &[&((s * 10_000 + n) as i32)],
+                        )
+                        .await
+                        .expect("a write");
+                }
+            }),
+    )
+    .await;
+    // Another session on the joining node holds the table: the join's replay waits for it,
+    // so the kill lands while the log is replayed, whatever the machine's speed.
+    let holder = connect(&cluster, 2).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE kv IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let joining = connect(&cluster, 2).await;
+    let join_sql = format!(
+        "SELECT paxos_join_group('{GROUP}', '{}', '{}')",
+        cluster.node(0).connstr(),
+        cluster.node(2).connstr()
+    );
+    let attempt = tokio::spawn(async move { joining.batch_execute(&join_sql).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.kill(2).expect("kill -9 the joining node");
+    drop(holder);
+    assert!(
+        attempt.await.unwrap().is_err(),
+        "the join died with its node"
+    );
+    for (i, client) in clients[..2].iter().enumerate() {
+        assert_eq!(voters(client).await, 2, "node {i}: no member left behind");
+    }
+    clients[0]
+        .execute("INSERT INTO kv VALUES (-1, 'after the kill')", &[])
+        .await
+        .expect("the two members write on");
+
+    cluster.restart(2).expect("the node comes back");
+    let node2 = connect(&cluster, 2).await;
+    let groups: i64 = node2
+        .query_one("SELECT count(*) FROM pgp_metadata.\"group\"", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(groups, 0, "nothing of the group survived the crash");
+    join(&cluster, &node2, 2, 1)
+        .await
+        .expect("the node joins again");
+    let members = vec![
+        connect(&cluster, 0).await,
+        connect(&cluster, 1).await,
+        node2,
+    ];
+    assert_replicas_identical(&members).await;
+}
