@@ -164,6 +164,20 @@ async fn every_function_survives_hostile_arguments() {
         )
         .await;
         probe(db, "SELECT paxos_skip_round($1, 1)", &[bad]).await;
+        probe(db, "SELECT paxos_replicate_tables($1, '{kv}')", &[bad]).await;
+        probe(
+            db,
+            "SELECT paxos_replicate_tables('g', ARRAY[$1::text::regclass])",
+            &[bad],
+        )
+        .await;
+        probe(
+            db,
+            "SELECT paxos_remove_member($1, 'host=127.0.0.1')",
+            &[bad],
+        )
+        .await;
+        probe(db, "SELECT paxos_remove_member('g', $1)", &[bad]).await;
         probe(db, "SELECT * FROM paxos('test', $1, 0, 'v')", &[bad]).await;
         probe(db, "SELECT * FROM paxos($1, 'g', 0, $1)", &[bad]).await;
         for endpoint in [
