@@ -85,6 +85,22 @@ async fn voters(client: &Client) -> i64 {
         .get(0)
 }
 
+/// Writes `rows` rows from each session at once (session s writes keys s*10000..).
+async fn write_from_each(sessions: &[Client], rows: usize) {
+    futures_util::future::join_all(sessions.iter().enumerate().map(|(s, client)| async move {
+        for n in 0..rows {
+            client
+                .execute(
+                    "INSERT INTO kv VALUES ($1, 'before the join')",
+                    &[&((s * 10_000 + n) as i32)],
+                )
+                .await
+                .expect("a write");
+        }
+    }))
+    .await;
+}
+
 /// Writes rows `from..` on `client` until `stop` is set; returns how many it wrote. Every
 /// write must succeed: a majority stays up throughout.
 fn write_until(client: Client, from: i32, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<i32> {
@@ -268,18 +284,7 @@ async fn a_join_holds_no_lock_per_round_and_a_failed_join_leaves_no_member() {
         async move { connect(cluster, i % 2).await }
     }))
     .await;
-    futures_util::future::join_all(sessions.iter().enumerate().map(|(s, client)| async move {
-        for n in 0..800 {
-            client
-                .execute(
-                    "INSERT INTO kv VALUES ($1, 'long log')",
-                    &[&((s * 10_000 + n) as i32)],
-                )
-                .await
-                .expect("a write");
-        }
-    }))
-    .await;
+    write_from_each(&sessions, 800).await;
     assert!(log_length(&clients[0]).await > 3000);
 
     let joiner = &clients[2];
@@ -333,23 +338,7 @@ async fn a_join_holds_no_lock_per_round_and_a_failed_join_leaves_no_member() {
 async fn a_node_killed_while_joining_leaves_no_member() {
     let cluster = start("killjoin", 3);
     let clients = group_of(&cluster, &[0, 1]).await;
-    futures_util::future::join_all(
-        clients[..2]
-            .iter()
-            .enumerate()
-            .map(|(s, client)| async move {
-                for n in 0..20 {
-                    client
-                        .execute(
-                            "INSERT INTO kv VALUES ($1, 'to replay')",
-                            &[&((s * 10_000 + n) as i32)],
-                        )
-                        .await
-                        .expect("a write");
-                }
-            }),
-    )
-    .await;
+    write_from_each(&clients[..2], 20).await;
     // Another session on the joining node holds the table: the join's replay waits for it,
     // so the kill lands while the log is replayed, whatever the machine's speed.
     let holder = connect(&cluster, 2).await;
