@@ -231,9 +231,8 @@ pub fn transient(sqlstate: &str) -> bool {
 /// Whether every member running the same entry on the same rows fails the same way: data
 /// exceptions (class 22), integrity violations (class 23) and routine exceptions (class 2F,
 /// among them a trigger that uses a table outside the group, see `guard`); a foreign key
-/// violation only
-/// when every foreign key of the group's tables stays among them (`fks_inside`), as one
-/// to another table may find other rows on each member.
+/// violation only when every foreign key of the group's tables stays among them
+/// (`fks_inside`), as one to another table may find other rows on each member.
 pub fn same_everywhere(sqlstate: &str, fks_inside: impl FnOnce() -> Result<bool>) -> bool {
     match sqlstate {
         "23503" => fks_inside().unwrap_or(false),
