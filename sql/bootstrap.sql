@@ -64,6 +64,10 @@ CREATE TABLE pgp_metadata.promise (
     ballot_by text,
     -- The connection string of the member that asked for this promise.
     leader_connection text,
+    -- Every round up to here is chosen, applied and forgotten here (compacted, or covered by
+    -- a state copy): this acceptor refuses messages about those rounds. Membership entries
+    -- stay in "round", since the members of every past round derive from them.
+    compacted_through bigint NOT NULL DEFAULT -1,
     CHECK ((from_round IS NULL) = (ballot_num IS NULL)),
     CHECK ((ballot_num IS NULL) = (ballot_by IS NULL))
 );

@@ -97,7 +97,8 @@ fn check_round(round: i64) -> Result<()> {
 }
 
 /// Rounds `first..=last` locked for a vote under `ballot`: their states, with the group's
-/// range promise, which no range prepare changes until the vote commits.
+/// range promise, which no range prepare changes until the vote commits. Rounds this
+/// acceptor forgot are refused.
 fn lock_for_vote(
     group: &str,
     first: i64,
@@ -107,7 +108,23 @@ fn lock_for_vote(
     check_round(first)?;
     check_ballot(ballot)?;
     crate::locks::rounds(group, first, last);
-    catalog::voting_state(group, first, last)
+    let voting = catalog::voting_state(group, first, last)?;
+    refuse_compacted(group, first, voting.compacted_through)?;
+    Ok((voting.range, voting.states))
+}
+
+/// Refuses a message about rounds from `first` on when this acceptor forgot `first`.
+fn refuse_compacted(group: &str, first: i64, compacted_through: i64) -> Result<()> {
+    if paxos_core::compaction::refuses(first, compacted_through) {
+        return Err(PaxosError::Compacted {
+            group: group.to_owned(),
+            round: first,
+            through: compacted_through,
+            member: "this member".into(),
+            donor: None,
+        });
+    }
+    Ok(())
 }
 
 #[pg_schema]
@@ -140,6 +157,8 @@ mod pgp_metadata {
             check_round(req.from_round)?;
             check_ballot(&req.ballot)?;
             crate::locks::range(&req.group);
+            let compacted = catalog::compacted_through(&req.group)?;
+            refuse_compacted(&req.group, req.from_round, compacted)?;
             let current = catalog::range_promise(&req.group)?;
             let highest = catalog::highest_round_promise(&req.group, req.from_round)?;
             let max_round = catalog::max_accepted_round(&req.group)?;
@@ -262,7 +281,11 @@ mod pgp_metadata {
                 req.through_round,
                 req.limit.clamp(1, 10_000),
             )?;
-            Ok(ChosenResponse { chosen, accepted })
+            Ok(ChosenResponse {
+                chosen,
+                accepted,
+                compacted_through: Some(catalog::compacted_through(&req.group)?),
+            })
         })
     }
 

@@ -187,38 +187,71 @@ pub fn accepted_rounds(
     })?)
 }
 
+/// The highest round accepted here: a compacted round counts, though its row is gone.
 pub fn max_accepted_round(group_id: &str) -> Result<i64> {
     Ok(value::<i64>(
-        "SELECT max(round_num) FROM pgp_metadata.round \
-         WHERE group_id = $1 AND accepted_num IS NOT NULL",
+        "SELECT greatest((SELECT max(round_num) FROM pgp_metadata.round \
+             WHERE group_id = $1 AND accepted_num IS NOT NULL), \
+             (SELECT compacted_through FROM pgp_metadata.promise WHERE group_id = $1))",
         &[group_id.into()],
     )?
     .unwrap_or(-1))
 }
 
-/// The group's range promise and the acceptor states of rounds `first..=last` (empty for
-/// rounds without a row), in one statement. Lock them first (`locks::rounds`). Fails with
-/// UnknownGroup when this node does not (yet, or any longer) have the group.
-pub fn voting_state(
-    group_id: &str,
-    first: i64,
-    last: i64,
-) -> Result<(Option<RangePromise>, Vec<Acceptor<Entry>>)> {
+/// Every round through the returned one is chosen and forgotten here (see
+/// `paxos_core::compaction`).
+pub fn compacted_through(group_id: &str) -> Result<i64> {
+    Ok(value::<i64>(
+        "SELECT compacted_through FROM pgp_metadata.promise WHERE group_id = $1",
+        &[group_id.into()],
+    )?
+    .unwrap_or(-1))
+}
+
+/// Forgets the rounds through `through` but the membership entries, from which the members
+/// of every round derive; returns how many rounds went. The caller holds `locks::range`
+/// exclusively (no vote runs meanwhile) and knows every such round to be chosen.
+pub fn compact(group_id: &str, through: i64) -> Result<i64> {
+    Ok(value::<i64>(
+        "WITH moved AS (UPDATE pgp_metadata.promise SET compacted_through = $2 \
+             WHERE group_id = $1 AND compacted_through < $2 RETURNING 1), \
+         gone AS (DELETE FROM pgp_metadata.round WHERE group_id = $1 AND round_num <= $2 \
+             AND value_kind IS DISTINCT FROM 'join' AND value_kind IS DISTINCT FROM 'leave' \
+             AND EXISTS (SELECT FROM moved) RETURNING 1) \
+         SELECT count(*) FROM gone",
+        &[group_id.into(), through.into()],
+    )?
+    .unwrap_or(0))
+}
+
+/// What an acceptor votes from: the group's range promise, the acceptor states of some
+/// rounds, and how far it compacted the log.
+pub struct VotingState {
+    pub range: Option<RangePromise>,
+    pub states: Vec<Acceptor<Entry>>,
+    pub compacted_through: i64,
+}
+
+/// The voting state of rounds `first..=last` (empty for rounds without a row), in one
+/// statement. Lock them first (`locks::rounds`). Fails with UnknownGroup when this node
+/// does not (yet, or any longer) have the group.
+pub fn voting_state(group_id: &str, first: i64, last: i64) -> Result<VotingState> {
     Spi::connect_mut(|client| {
         let rows = exec(
             client,
             "SELECT p.from_round, p.ballot_num, p.ballot_by, r.round_num, r.promised_num, \
              r.promised_by, r.accepted_num, r.accepted_by, r.value_kind, r.value, r.value_id, \
-             r.chosen FROM pgp_metadata.promise p LEFT JOIN pgp_metadata.round r \
+             r.chosen, p.compacted_through FROM pgp_metadata.promise p \
+             LEFT JOIN pgp_metadata.round r \
              ON r.group_id = p.group_id AND r.round_num BETWEEN $2 AND $3 \
              WHERE p.group_id = $1",
             &[group_id.into(), first.into(), last.into()],
         )?;
         let mut range = None;
         let mut states = vec![Acceptor::default(); (last - first + 1).max(0) as usize];
-        let mut found = false;
+        let mut compacted_through = None;
         for row in rows {
-            found = true;
+            compacted_through = row.get::<i64>(13)?;
             if let (Some(from), Some(ballot)) = (row.get::<i64>(1)?, ballot(&row, 2, 3)?) {
                 range = Some(RangePromise { from, ballot });
             }
@@ -230,10 +263,14 @@ pub fn voting_state(
                 };
             }
         }
-        if !found {
+        let Some(compacted_through) = compacted_through else {
             return Err(PaxosError::UnknownGroup(group_id.to_owned()));
-        }
-        Ok((range, states))
+        };
+        Ok(VotingState {
+            range,
+            states,
+            compacted_through,
+        })
     })
 }
 
@@ -361,7 +398,8 @@ pub fn rebuild_members(group_id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Records decisions as chosen. Returns whether any of them changed membership.
+/// Records decisions as chosen; those of rounds compacted here are applied already and
+/// left out. Returns whether any of them changed membership.
 pub fn record_decisions(group_id: &str, decisions: &[Decision]) -> Result<bool> {
     let mut membership_changed = false;
     let (Some(first), Some(last)) = (
@@ -371,10 +409,10 @@ pub fn record_decisions(group_id: &str, decisions: &[Decision]) -> Result<bool> 
         return Ok(false);
     };
     locks::rounds(group_id, first, last);
-    let (_, states) = voting_state(group_id, first, last)?;
+    let voting = voting_state(group_id, first, last)?;
     for d in decisions {
-        let mut state = states[(d.round - first) as usize].clone();
-        if state.chosen {
+        let mut state = voting.states[(d.round - first) as usize].clone();
+        if state.chosen || paxos_core::compaction::refuses(d.round, voting.compacted_through) {
             continue;
         }
         state.on_learn(&d.ballot, d.entry.clone());
@@ -599,6 +637,100 @@ pub fn add_replicated(
         ],
     )?;
     Ok(())
+}
+
+/// Forgets which tables `group_id` replicates here (a state copy records the member's).
+pub fn replace_replicated(group_id: &str) -> Result<()> {
+    run(
+        "DELETE FROM pgp_metadata.replicated_tables WHERE group_id = $1",
+        &[group_id.into()],
+    )?;
+    run(
+        "DELETE FROM pgp_metadata.sequences WHERE group_id = $1",
+        &[group_id.into()],
+    )?;
+    Ok(())
+}
+
+/// Records where sequence `name` (qualified) of `group_id` stands; false when it is missing.
+pub fn set_sequence(group_id: &str, name: &str, last_value: Option<i64>) -> Result<bool> {
+    Ok(value::<bool>(
+        "WITH s AS (SELECT pg_catalog.to_regclass($2) AS seq), \
+         put AS (INSERT INTO pgp_metadata.sequences (group_id, seq, last_value) \
+             SELECT $1, seq, $3 FROM s WHERE seq IS NOT NULL \
+             ON CONFLICT (group_id, seq) DO UPDATE SET last_value = excluded.last_value \
+             RETURNING 1) \
+         SELECT EXISTS (SELECT FROM put)",
+        &[group_id.into(), name.into(), last_value.into()],
+    )?
+    .unwrap_or(false))
+}
+
+/// After a state copy as of `round`: the log is known and applied through it, and no
+/// failure of an earlier entry concerns this node any more.
+pub fn copied_through(group_id: &str, round: i64) -> Result<()> {
+    run(
+        "UPDATE pgp_metadata.learner SET learned_through = greatest(learned_through, $2) \
+         WHERE group_id = $1",
+        &[group_id.into(), round.into()],
+    )?;
+    run(
+        "DELETE FROM pgp_metadata.apply_errors WHERE group_id = $1 AND round_num <= $2",
+        &[group_id.into(), round.into()],
+    )?;
+    advance_learned(group_id)?;
+    Ok(())
+}
+
+/// The group's replicated tables as JSON `CopiedTable`s.
+pub fn replicated_as_json(group_id: &str) -> Result<Option<String>> {
+    Ok(value::<String>(
+        "SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_object( \
+             'schema', r.schema_name, 'name', r.table_name, 'replicated_at', r.replicated_at, \
+             'columns', (SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_array( \
+                     a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod)) \
+                     ORDER BY a.attnum), '[]') \
+                 FROM pg_catalog.pg_attribute a WHERE a.attrelid = r.table_oid \
+                 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '')) \
+             ORDER BY r.schema_name, r.table_name), '[]')::text \
+         FROM pgp_metadata.replicated_tables r WHERE r.group_id = $1",
+        &[group_id.into()],
+    )?)
+}
+
+/// The recorded positions of the group's sequences as JSON `CopiedSequence`s.
+pub fn sequences_as_json(group_id: &str) -> Result<Option<String>> {
+    Ok(value::<String>(
+        "SELECT coalesce(pg_catalog.json_agg(pg_catalog.json_build_object( \
+             'schema', n.nspname, 'name', c.relname, 'last_value', s.last_value)), '[]')::text \
+         FROM pgp_metadata.sequences s JOIN pg_catalog.pg_class c ON c.oid = s.seq \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE s.group_id = $1",
+        &[group_id.into()],
+    )?)
+}
+
+/// The chosen membership entries through `through`, in round order.
+pub fn membership_decisions(group_id: &str, through: i64) -> Result<Vec<Decision>> {
+    Ok(Spi::connect_mut(|client| -> SpiResult<Vec<Decision>> {
+        let rows = exec(
+            client,
+            "SELECT round_num, accepted_num, accepted_by, value_kind, value, value_id \
+             FROM pgp_metadata.round WHERE group_id = $1 AND chosen \
+             AND value_kind IN ('join', 'leave') AND round_num <= $2 ORDER BY round_num",
+            &[group_id.into(), through.into()],
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            if let Some((ballot, entry)) = accepted(&row, 2)? {
+                out.push(Decision {
+                    round: row.get::<i64>(1)?.unwrap_or(0),
+                    ballot,
+                    entry,
+                });
+            }
+        }
+        Ok(out)
+    })?)
 }
 
 /// Records that the entry of `round` failed the same way every member fails it.

@@ -43,6 +43,21 @@ pub enum PaxosError {
         round: i64,
         reason: String,
     },
+    #[error("round {round} of paxos group \"{group}\" is no longer kept on {member}: rounds through {through} were compacted there")]
+    Compacted {
+        group: String,
+        round: i64,
+        through: i64,
+        member: String,
+        /// The member's connection string, when a state copy can come from it.
+        donor: Option<String>,
+    },
+    #[error("copying the state of paxos group \"{group}\" from {donor} failed: {reason}")]
+    StateCopy {
+        group: String,
+        donor: String,
+        reason: String,
+    },
     #[error("the append may or may not have been chosen: {reason}")]
     OutcomeUnknown { reason: String },
     #[error("{0}")]
@@ -124,6 +139,8 @@ impl PaxosError {
             PaxosError::Unreachable { .. } => ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
             PaxosError::NoMajority { .. } => ERRCODE_CONNECTION_FAILURE,
             PaxosError::RoundOutOfReach { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            PaxosError::Compacted { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            PaxosError::StateCopy { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             PaxosError::OutcomeUnknown { .. } => ERRCODE_T_R_STATEMENT_COMPLETION_UNKNOWN,
             PaxosError::WrongObject(_) => ERRCODE_WRONG_OBJECT_TYPE,
             PaxosError::NotOwner(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
@@ -166,6 +183,11 @@ impl PaxosError {
             PaxosError::NoMajority { .. } => Some(
                 "Check that a majority of the group's members are running and reachable; \
                  pg_paxos.request_timeout bounds how long each is waited for.",
+            ),
+            PaxosError::Compacted { .. } => Some(
+                "The round is applied on every member that kept up; a member further behind \
+                 copies a member's state instead (its applier does so by itself). Raise \
+                 pg_paxos.log_retention to keep more rounds.",
             ),
             PaxosError::OutcomeUnknown { .. } => Some(
                 "Read the log (paxos_apply_log) to see whether the value was chosen before \

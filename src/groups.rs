@@ -16,6 +16,7 @@ use crate::messages::*;
 use crate::multipaxos::Log;
 use crate::node;
 use crate::peers;
+use crate::state_copy::{self, Existing};
 
 const COPY_BATCH: i64 = 5000;
 
@@ -117,14 +118,11 @@ pub fn join(group: &str, existing: &str, own: &str) -> Result<i64> {
         return Err(PaxosError::GroupExists(group.to_owned()));
     }
     verify_self(own)?;
-    // The log chosen so far is copied and replayed before this node votes: a join that
-    // fails there (a table missing here, a cancel, a timeout, the node's death) leaves no
-    // member behind. Replaying the log from its start gives this node the replicated
-    // tables' rows, and checks that its tables held the same rows when they were replicated.
+    // The member's state is copied before this node votes: a join that fails there (a
+    // table missing here, a cancel, a timeout, the node's death) leaves no member behind.
     catalog::insert_group(group, own, -1)?;
     node::forget(group);
-    let copied = copy_log(group, existing, 0, None)?;
-    crate::replication::apply::apply_through(group, "join", copied)?;
+    let copied = state_copy::copy_from(group, existing, Existing::MustBeEmpty)?;
 
     let change = MembershipRequest {
         group: group.to_owned(),

@@ -19,6 +19,7 @@ static NODE_ID: GucSetting<Option<std::ffi::CString>> =
 static CONSISTENCY: GucSetting<Consistency> = GucSetting::<Consistency>::new(Consistency::Strong);
 static ALLOW_MUTABLE_FUNCTIONS: GucSetting<bool> = GucSetting::<bool>::new(false);
 static REQUEST_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(2000);
+static LOG_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(100_000);
 
 pub fn init() {
     GucRegistry::define_string_guc(
@@ -58,6 +59,17 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::UNIT_MS,
     );
+    GucRegistry::define_int_guc(
+        c"pg_paxos.log_retention",
+        c"How many applied rounds of each group's log this node keeps.",
+        c"Older rounds are removed in the background. A member that was down for longer \
+          than the kept rounds last catches up by copying another member's tables.",
+        &LOG_RETENTION,
+        100,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
 }
 
 /// This node's configured id, or "" when unset (ballots stay unique through a random token).
@@ -72,6 +84,10 @@ pub fn node_id() -> String {
 
 pub fn request_timeout() -> std::time::Duration {
     std::time::Duration::from_millis(REQUEST_TIMEOUT_MS.get().max(1) as u64)
+}
+
+pub fn log_retention() -> i64 {
+    i64::from(LOG_RETENTION.get())
 }
 
 pub fn consistency() -> Consistency {

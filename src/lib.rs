@@ -22,6 +22,7 @@ mod multipaxos;
 mod node;
 mod peers;
 mod replication;
+mod state_copy;
 
 pg_module_magic!();
 

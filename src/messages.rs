@@ -185,6 +185,43 @@ pub struct ChosenResponse {
     /// The rounds where it accepted a value without recording it as chosen (yet): a value
     /// that a majority accepted under one ballot is chosen.
     pub accepted: Vec<Decision>,
+    /// Every round through this one is chosen and forgotten on this member.
+    #[serde(default)]
+    pub compacted_through: Option<i64>,
+}
+
+/// Asks a member for what a state copy needs, as of its applied position, in the snapshot
+/// of the caller's transaction there.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StateRequest {
+    pub group: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StateResponse {
+    /// The member's tables hold every round through this one, and no later one.
+    pub applied: i64,
+    pub tables: Vec<CopiedTable>,
+    /// The chosen membership entries through `applied`.
+    pub membership: Vec<Decision>,
+    pub sequences: Vec<CopiedSequence>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CopiedTable {
+    pub schema: String,
+    pub name: String,
+    pub replicated_at: i64,
+    /// The columns a copy carries (name, type), in the member's column order: every column
+    /// that is neither dropped nor generated.
+    pub columns: Vec<(String, String)>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CopiedSequence {
+    pub schema: String,
+    pub name: String,
+    pub last_value: Option<i64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -443,8 +443,12 @@ impl Log {
             // recovers the value a majority accepted.
             let needed = majority(voters.len());
             let mut answers = Vec::new();
-            peers::exchange(&requests, |_, reply| {
+            let mut forgotten = None;
+            peers::exchange(&requests, |i, reply| {
                 if let Ok(answer) = reply.and_then(|t| parse::<ChosenResponse>(&t)) {
+                    if let Some(through) = answer.compacted_through.filter(|t| *t >= from) {
+                        forgotten = Some((voters[i].clone(), through));
+                    }
                     answers.push(answer);
                 }
                 if answers.len() >= needed {
@@ -455,6 +459,17 @@ impl Log {
             });
             let best = decided_prefix(from, answers, needed);
             if best.is_empty() {
+                // The round is chosen, and applied where it was forgotten: only a copy of
+                // such a member's state brings this node past it.
+                if let Some((member, through)) = forgotten {
+                    return Err(PaxosError::Compacted {
+                        group: self.group.clone(),
+                        round: from,
+                        through,
+                        member: crate::connstr::redact(&member),
+                        donor: Some(member),
+                    });
+                }
                 break;
             }
             let durable = self.learn(&best)?;
@@ -545,9 +560,20 @@ impl Log {
 
     /// The decision of a round this node already knows.
     pub fn decision(&self, round: i64) -> Result<Option<Decision>> {
-        Ok(catalog::decisions(&self.group, round, round, 1)?
+        let decision = catalog::decisions(&self.group, round, round, 1)?
             .into_iter()
-            .next())
+            .next();
+        let through = catalog::compacted_through(&self.group)?;
+        if decision.is_none() && paxos_core::compaction::refuses(round, through) {
+            return Err(PaxosError::Compacted {
+                group: self.group.clone(),
+                round,
+                through,
+                member: "this node".into(),
+                donor: None,
+            });
+        }
+        Ok(decision)
     }
 }
 
@@ -658,7 +684,11 @@ mod tests {
     }
 
     fn answer(chosen: Vec<Decision>, accepted: Vec<Decision>) -> ChosenResponse {
-        ChosenResponse { chosen, accepted }
+        ChosenResponse {
+            chosen,
+            accepted,
+            compacted_through: None,
+        }
     }
 
     fn rounds(prefix: &[Decision]) -> Vec<(i64, &str)> {

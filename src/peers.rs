@@ -347,6 +347,79 @@ pub fn sleep(duration: Duration) {
     })
 }
 
+/// A connection of its own to one member, for a transaction with COPY in it (a state copy):
+/// neither cached nor shared with the requests of [`exchange`]. Every wait is bounded by
+/// `pg_paxos.request_timeout` and interruptible; dropping it closes the connection, which
+/// ends the member's transaction.
+pub struct Session {
+    client: Client,
+}
+
+/// Runs `future` on this backend's runtime, interruptibly, within the request timeout.
+fn block_on<T, F: Future<Output = Result<T, Failure>>>(future: F) -> Result<T, Failure> {
+    let timeout = gucs::request_timeout();
+    with_peers(|peers| {
+        drive(
+            peers,
+            async {
+                tokio::time::timeout(timeout, future)
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no answer within {} ms", timeout.as_millis())))
+            },
+            Vec::new,
+        )
+    })
+}
+
+impl Session {
+    pub fn open(member: &str) -> Result<Session, Failure> {
+        let timeout = gucs::request_timeout();
+        block_on(async { connect(member, timeout).await }).map(|client| Session { client })
+    }
+
+    /// Runs `sql` (one or more statements, no parameters) and returns the first column of
+    /// the first row, if any.
+    pub fn query(&self, sql: &str) -> Result<Option<String>, Failure> {
+        let messages = block_on(async {
+            self.client
+                .simple_query(sql)
+                .await
+                .map_err(|e| describe(&e))
+        })?;
+        Ok(messages.iter().find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        }))
+    }
+
+    /// Starts `COPY ... TO STDOUT`; its data is read chunk by chunk.
+    pub fn copy_out(&self, sql: &str) -> Result<CopyOut, Failure> {
+        let stream = block_on(async { self.client.copy_out(sql).await.map_err(|e| describe(&e)) })?;
+        Ok(CopyOut {
+            stream: Box::pin(stream),
+        })
+    }
+}
+
+/// The data of a `COPY ... TO STDOUT` as it arrives.
+pub struct CopyOut {
+    stream: std::pin::Pin<Box<tokio_postgres::CopyOutStream>>,
+}
+
+impl CopyOut {
+    /// The next chunk of data, `None` at its end.
+    pub fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, Failure> {
+        let stream = &mut self.stream;
+        block_on(async {
+            match stream.next().await {
+                Some(Ok(chunk)) => Ok(Some(chunk.to_vec())),
+                Some(Err(e)) => Err(describe(&e)),
+                None => Ok(None),
+            }
+        })
+    }
+}
+
 /// Drops every cached connection (after the member list changed, or in tests).
 pub fn forget_all() {
     with_peers(|peers| peers.clients.borrow_mut().clear())

@@ -264,10 +264,10 @@ async fn a_five_member_group_that_lost_two_is_repaired() {
     assert_eq!(rows, 6);
 }
 
-/// A join copies and replays a long log with the smallest lock table PostgreSQL allows (no
-/// lock per round), while writes go on; a join cut short (a statement timeout, a terminated
-/// session) leaves no member behind, so the group's majority is unchanged, and the node can
-/// join again.
+/// A join into a group with a long log, with the smallest lock table PostgreSQL allows (no
+/// lock per round), while writes go on; a join cut short (a statement timeout, a cancel)
+/// while it copies the state leaves no member behind, so the group's majority is unchanged,
+/// and the node can join again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_join_holds_no_lock_per_round_and_a_failed_join_leaves_no_member() {
     let cluster = cluster::Cluster::start(cluster::ClusterOptions {
@@ -288,12 +288,32 @@ async fn a_join_holds_no_lock_per_round_and_a_failed_join_leaves_no_member() {
     assert!(log_length(&clients[0]).await > 3000);
 
     let joiner = &clients[2];
-    for cut in [
-        "SET statement_timeout = '100ms'",
-        "SET statement_timeout = '300ms'",
-    ] {
-        joiner.batch_execute(cut).await.unwrap();
+    // Another session holds the joiner's table: each join waits in its state copy until
+    // it is cut short.
+    let holder = connect(&cluster, 2).await;
+    holder
+        .batch_execute("BEGIN; LOCK TABLE kv IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    for cut in ["SET statement_timeout = '300ms'", "cancel"] {
+        let canceller = if cut == "cancel" {
+            let pid = backend_pid(joiner).await;
+            let other = connect(&cluster, 2).await;
+            Some(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                other
+                    .execute("SELECT pg_cancel_backend($1)", &[&pid])
+                    .await
+                    .unwrap();
+            }))
+        } else {
+            joiner.batch_execute(cut).await.unwrap();
+            None
+        };
         let cut_short = join(&cluster, joiner, 2, 0).await;
+        if let Some(canceller) = canceller {
+            canceller.await.unwrap();
+        }
         assert_eq!(
             sqlstate(&cut_short).as_deref(),
             Some("57014"),
@@ -317,6 +337,7 @@ async fn a_join_holds_no_lock_per_round_and_a_failed_join_leaves_no_member() {
             .get(0);
         assert_eq!(groups, 0, "nothing half-written on the joiner");
     }
+    holder.batch_execute("ROLLBACK").await.unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let writer = write_until(connect(&cluster, 1).await, 100_000, stop.clone());
@@ -384,5 +405,186 @@ async fn a_node_killed_while_joining_leaves_no_member() {
         connect(&cluster, 1).await,
         node2,
     ];
+    assert_replicas_identical(&members).await;
+}
+
+/// Rows of the group's log this node keeps.
+async fn kept_rounds(client: &Client) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pgp_metadata.round WHERE group_id = $1",
+            &[&GROUP],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn compacted_through(client: &Client) -> i64 {
+    client
+        .query_one(
+            "SELECT compacted_through FROM pgp_metadata.promise WHERE group_id = $1",
+            &[&GROUP],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+const RETENTION: i64 = 100;
+
+fn retaining_cluster(name: &str, nodes: usize) -> TestCluster {
+    start_with(name, nodes, &["pg_paxos.log_retention = 100"])
+}
+
+/// With `pg_paxos.log_retention` rounds kept, the log of every member stays bounded under a
+/// write load; a member that was down meanwhile finds the rounds it missed forgotten on
+/// every member and catches up by copying one's state (rows and sequences), by itself; a
+/// new node joins by a state copy too; forgotten rounds are refused to proposers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_log_stays_bounded_and_a_member_that_missed_forgotten_rounds_copies_the_state() {
+    let cluster = retaining_cluster("compact", 4);
+    let clients = group_of(&cluster, &[0, 1, 2]).await;
+    create_everywhere(
+        &clients,
+        "CREATE TABLE events (id bigserial PRIMARY KEY, note text NOT NULL)",
+    )
+    .await;
+    replicate(&clients[0], "events").await.expect("replicate");
+    cluster.stop(2).expect("node 2 goes down");
+
+    let sessions: Vec<Client> = futures_util::future::join_all((0..4).map(|i| {
+        let cluster = &cluster;
+        async move { connect(cluster, i % 2).await }
+    }))
+    .await;
+    let load = write_from_each(&sessions, 400);
+    let mut load = std::pin::pin!(load);
+    let mut most = 0;
+    loop {
+        tokio::select! {
+            () = &mut load => break,
+            () = tokio::time::sleep(Duration::from_millis(200)) => {
+                for client in &clients[..2] {
+                    most = most.max(kept_rounds(client).await);
+                }
+            }
+        }
+    }
+    for n in 0..50 {
+        clients[n % 2]
+            .execute(
+                "INSERT INTO events (note) VALUES ('while node 2 was down')",
+                &[],
+            )
+            .await
+            .unwrap();
+    }
+    let highest: i64 = clients[0]
+        .query_one("SELECT paxos_max_group_round($1)", &[&GROUP])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(highest > 1600, "{highest} rounds");
+    // Without compaction every member would keep all 1,650 rounds.
+    assert!(most < 1000, "at most {most} rounds kept during the load");
+    for client in &clients[..2] {
+        let kept = eventually(Duration::from_secs(30), || async {
+            let kept = kept_rounds(client).await;
+            if kept <= RETENTION + RETENTION / 10 + 10 {
+                Ok(kept)
+            } else {
+                Err(format!("{kept} rounds kept"))
+            }
+        })
+        .await;
+        assert!(kept > 0);
+    }
+
+    // Forgotten rounds are refused to a proposer, and to a reader of the log.
+    let old = compacted_through(&clients[0]).await;
+    assert!(old > 1000, "compacted through {old}");
+    let accept = format!(
+        r#"{{"group":"{GROUP}","first_round":{old},"ballot":{{"number":1000,"proposer":"x"}},"entries":[{{"id":"i","kind":"value","value":"v"}}],"chosen_through":null}}"#
+    );
+    let prepare = format!(
+        r#"{{"group":"{GROUP}","from_round":1,"ballot":{{"number":1000,"proposer":"x"}},"leader":null}}"#
+    );
+    for (function, request) in [("paxos_accept", accept), ("paxos_prepare_from", prepare)] {
+        let refused = clients[0]
+            .query_one(&format!("SELECT pgp_metadata.{function}($1)"), &[&request])
+            .await;
+        assert_eq!(sqlstate(&refused).as_deref(), Some("55000"), "{function}");
+        assert!(format!("{refused:?}").contains("compacted"), "{refused:?}");
+    }
+    let read = clients[1]
+        .query_one("SELECT * FROM paxos('p', $1, 5)", &[&GROUP])
+        .await;
+    assert_eq!(sqlstate(&read).as_deref(), Some("55000"), "{read:?}");
+
+    // Node 2 comes back: it catches up by a state copy, by itself (watched with reads that
+    // do not wait for it: a strong read would take a lock the copy needs, and be told so).
+    cluster.restart(2).expect("node 2 comes back");
+    let node2 = connect(&cluster, 2).await;
+    node2
+        .batch_execute("SET pg_paxos.consistency_model = optimistic")
+        .await
+        .unwrap();
+    let expected: i64 = clients[0]
+        .query_one("SELECT count(*) FROM kv", &[])
+        .await
+        .unwrap()
+        .get(0);
+    eventually(Duration::from_secs(60), || async {
+        let rows: i64 = node2
+            .query_one("SELECT count(*) FROM kv", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if rows == expected {
+            Ok(())
+        } else {
+            Err(format!("node 2 has {rows} of {expected} rows"))
+        }
+    })
+    .await;
+    assert!(
+        compacted_through(&node2).await >= old,
+        "node 2 took a state copy"
+    );
+    let log = std::fs::read_to_string(cluster.node(2).log_path()).unwrap();
+    assert!(log.contains("caught up by a state copy"), "{log}");
+    node2
+        .batch_execute("RESET pg_paxos.consistency_model")
+        .await
+        .unwrap();
+
+    // A new node joins by a state copy of a member that forgot most of the log.
+    let node3 = connect(&cluster, 3).await;
+    join(&cluster, &node3, 3, 1).await.expect("node 3 joins");
+    // The copies carry the sequences: every member draws the same next ids.
+    for client in [&node2, &node3, &clients[0]] {
+        client
+            .execute("INSERT INTO events (note) VALUES ('after')", &[])
+            .await
+            .expect("a member writes");
+    }
+    let ids: Vec<i64> = node3
+        .query("SELECT id FROM events ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, (1..=53).collect::<Vec<i64>>());
+    let members = vec![
+        connect(&cluster, 0).await,
+        connect(&cluster, 1).await,
+        node2,
+        node3,
+    ];
+    for client in &members {
+        assert_eq!(voters(client).await, 4);
+    }
     assert_replicas_identical(&members).await;
 }

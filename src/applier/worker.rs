@@ -7,19 +7,22 @@
 //!    reserved entry and before an entry that fails here (tried again with backoff, never
 //!    skipped), and publishes the applied position;
 //! 3. on the leading member, once no new round was decided for `ANNOUNCE_AFTER`, tells the
-//!    other members what was chosen, so that an idle group's followers apply at once.
+//!    other members what was chosen, so that an idle group's followers apply at once;
+//! 4. forgets applied rounds beyond `pg_paxos.log_retention` (compaction). A member that
+//!    needs rounds every answering member forgot copies one's state instead.
 use std::time::{Duration, Instant};
 
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 
 use super::{launcher, shared};
-use crate::catalog;
 use crate::error::{PaxosError, Result};
 use crate::messages::AnnounceRequest;
 use crate::multipaxos::{to_each, Log};
 use crate::node::{self, Key};
 use crate::replication::apply::{self, Stop};
+use crate::state_copy::{self, Existing};
+use crate::{catalog, gucs};
 
 /// Rounds applied in one transaction at most.
 const BATCH: i64 = 500;
@@ -37,6 +40,8 @@ const ABANDONED: Duration = Duration::from_millis(200);
 const PROBE: Duration = Duration::from_secs(2);
 /// The longest pause between two tries of an entry that fails here.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// The most rounds one compaction transaction forgets (it stops this node's votes).
+const MAX_COMPACTION: i64 = 10_000;
 /// How long a new applier waits for the transaction that creates its group to commit.
 const GROUP_GRACE: Duration = Duration::from_secs(30);
 
@@ -212,6 +217,8 @@ struct Applier {
     failures: u32,
     last_try: Instant,
     last_error: String,
+    /// Every round through this one is forgotten here, as far as this applier knows.
+    compacted: i64,
 }
 
 impl Applier {
@@ -231,6 +238,7 @@ impl Applier {
             failures: 0,
             last_try: now,
             last_error: String::new(),
+            compacted: -1,
         }
     }
 
@@ -269,8 +277,14 @@ impl Applier {
         let mut pause = Duration::from_secs(1);
         let mut learned = learned;
         if wanted > learned || stalled || probe {
-            if let Err(error) = in_transaction(|| self.learn_remote(wanted.max(accepted), probe)) {
-                pgrx::debug1!("pg_paxos applier of group \"{}\": {error}", self.group);
+            match in_transaction(|| self.learn_remote(wanted.max(accepted), probe)) {
+                Err(PaxosError::Compacted {
+                    donor: Some(donor), ..
+                }) => self.copy_state(&donor),
+                Err(error) => {
+                    pgrx::debug1!("pg_paxos applier of group \"{}\": {error}", self.group)
+                }
+                Ok(()) => {}
             }
             if wanted > learned {
                 pause = Duration::from_millis(1);
@@ -340,8 +354,52 @@ impl Applier {
         if let Some(wait) = self.announce()? {
             pause = pause.min(wait);
         }
+        self.compact()?;
         self.behind = pause.is_zero();
         Ok(Some(pause))
+    }
+
+    /// Forgets applied rounds beyond the retained ones, a tenth of them at a time at least,
+    /// so that each compaction deletes many rows in one short transaction.
+    fn compact(&mut self) -> Result<()> {
+        let retain = gucs::log_retention();
+        let through = paxos_core::compaction::compactable_through(self.applied, retain)
+            .min(self.compacted.max(0) + MAX_COMPACTION);
+        if through - self.compacted < (retain / 10).max(1) {
+            return Ok(());
+        }
+        let forgotten = in_transaction(|| {
+            crate::locks::range(&self.group);
+            catalog::compact(&self.group, through)
+        })?;
+        pgrx::debug1!(
+            "pg_paxos applier of group \"{}\" forgot {forgotten} rounds through round {through}",
+            self.group
+        );
+        self.compacted = through;
+        Ok(())
+    }
+
+    /// Catches up by copying `donor`'s state: the rounds this node needs are forgotten there.
+    fn copy_state(&mut self, donor: &str) {
+        let started = Instant::now();
+        match in_transaction(|| state_copy::copy_from(&self.group, donor, Existing::Replace)) {
+            Ok(round) => {
+                pgrx::log!(
+                    "pg_paxos applier of group \"{}\" caught up by a state copy from {} as of \
+                     round {round} in {:?}",
+                    self.group,
+                    crate::connstr::redact(donor),
+                    started.elapsed()
+                );
+                self.applied = round;
+                self.compacted = self.compacted.max(round);
+                self.failures = 0;
+                self.last_error.clear();
+                shared::publish(&self.key, round, None);
+            }
+            Err(error) => self.failed(self.applied + 1, &error),
+        }
     }
 
     /// Whether the group still exists, and if so, the rounds known and accepted here (the

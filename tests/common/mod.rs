@@ -46,11 +46,16 @@ pub fn assert_no_crash(cluster: &Cluster) {
 }
 
 pub fn start(name: &str, nodes: usize) -> TestCluster {
+    start_with(name, nodes, &[])
+}
+
+/// `start` with lines added to every node's postgresql.conf.
+pub fn start_with(name: &str, nodes: usize, conf: &[&str]) -> TestCluster {
     TestCluster(
         Cluster::start(ClusterOptions {
             nodes,
             preload_pg_paxos: true,
-            extra_conf: vec![],
+            extra_conf: conf.iter().map(|line| line.to_string()).collect(),
             name: name.to_owned(),
         })
         .unwrap_or_else(|e| panic!("starting {nodes} nodes: {e}")),
