@@ -106,4 +106,13 @@ CREATE TABLE pgp_metadata.sequences (
     PRIMARY KEY (group_id, seq)
 );
 
+-- Groups dropped (paxos_drop_group) while this node was a member, and the round of the drop
+-- entry: a member that was down meanwhile learns from here that the group is gone. Their
+-- ids are not used again on this node.
+CREATE TABLE pgp_metadata.dropped_group (
+    group_id text PRIMARY KEY,
+    round_num bigint NOT NULL,
+    dropped_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+
 REVOKE ALL ON ALL TABLES IN SCHEMA pgp_metadata FROM PUBLIC;

@@ -72,6 +72,16 @@ fn check_group(group: &str) -> Result<()> {
     catalog::require_group(group).map(|_| ())
 }
 
+/// The round at which `group` was dropped here, or an error when this node does not know
+/// it at all; `None` while it is a member.
+fn dropped(group: &str) -> Result<Option<i64>> {
+    match catalog::require_group(group) {
+        Ok(_) => Ok(None),
+        Err(PaxosError::Dropped { round, .. }) => Ok(Some(round)),
+        Err(error) => Err(error),
+    }
+}
+
 fn check_ballot(ballot: &paxos_core::Ballot) -> Result<()> {
     if !ballot.is_valid() {
         return Err(PaxosError::InvalidArgument {
@@ -274,7 +284,8 @@ mod pgp_metadata {
     #[pg_extern(stable, parallel_safe)]
     fn paxos_chosen(request: &str) -> String {
         serve(request, |req: ChosenRequest| {
-            check_group(&req.group)?;
+            // A group dropped here still serves its last rounds.
+            let dropped_at = dropped(&req.group)?;
             let (chosen, accepted) = catalog::accepted_rounds(
                 &req.group,
                 req.from_round,
@@ -285,6 +296,7 @@ mod pgp_metadata {
                 chosen,
                 accepted,
                 compacted_through: Some(catalog::compacted_through(&req.group)?),
+                dropped_at,
             })
         })
     }
@@ -292,7 +304,10 @@ mod pgp_metadata {
     #[pg_extern(stable, parallel_safe)]
     fn paxos_max_round(request: &str) -> String {
         serve(request, |req: MaxRoundRequest| {
-            check_group(&req.group)?;
+            // A group dropped here ended at its drop round.
+            if let Some(round) = dropped(&req.group)? {
+                return Ok(MaxRoundResponse { max_round: round });
+            }
             Ok(MaxRoundResponse {
                 max_round: catalog::max_accepted_round(&req.group)?,
             })

@@ -55,6 +55,13 @@ fn paxos_leave_group(current_group_id: Option<&str>) -> i64 {
     (|| groups::leave(required(current_group_id, "current_group_id")?))().or_raise()
 }
 
+/// Ends a group on every member; its tables stay, as ordinary tables. Returns the round of
+/// its drop entry.
+#[pg_extern(volatile, parallel_unsafe)]
+fn paxos_drop_group(current_group_id: Option<&str>) -> i64 {
+    (|| groups::drop_group(required(current_group_id, "current_group_id")?))().or_raise()
+}
+
 /// Removes a member that is gone for good from a group, from any member that can reach a
 /// majority; returns the round whose entry removed it.
 #[pg_extern(volatile, parallel_unsafe)]

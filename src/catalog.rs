@@ -94,8 +94,36 @@ pub fn group(group_id: &str) -> Result<Option<Group>> {
     Ok(connection.map(|self_connection| Group { self_connection }))
 }
 
+/// The group, or why it is not here: unknown, or dropped.
 pub fn require_group(group_id: &str) -> Result<Group> {
-    group(group_id)?.ok_or_else(|| PaxosError::UnknownGroup(group_id.to_owned()))
+    if let Some(group) = group(group_id)? {
+        return Ok(group);
+    }
+    Err(match dropped_at(group_id)? {
+        Some(round) => PaxosError::Dropped {
+            group: group_id.to_owned(),
+            round,
+        },
+        None => PaxosError::UnknownGroup(group_id.to_owned()),
+    })
+}
+
+/// The round at which `group_id` was dropped, if this node was a member then.
+pub fn dropped_at(group_id: &str) -> Result<Option<i64>> {
+    Ok(value::<i64>(
+        "SELECT round_num FROM pgp_metadata.dropped_group WHERE group_id = $1",
+        &[group_id.into()],
+    )?)
+}
+
+/// Records that `group_id` was dropped at `round`.
+pub fn record_dropped(group_id: &str, round: i64) -> Result<()> {
+    run(
+        "INSERT INTO pgp_metadata.dropped_group (group_id, round_num) VALUES ($1, $2) \
+         ON CONFLICT (group_id) DO NOTHING",
+        &[group_id.into(), round.into()],
+    )?;
+    Ok(())
 }
 
 pub fn membership(group_id: &str) -> Result<Membership> {
@@ -439,11 +467,14 @@ pub fn insert_group(group_id: &str, self_connection: &str, applied: i64) -> Resu
     Ok(())
 }
 
-pub fn delete_group(group_id: &str) -> Result<()> {
-    run(
-        "DELETE FROM pgp_metadata.round WHERE group_id = $1",
-        &[group_id.into()],
-    )?;
+/// Deletes the group here; its log too unless `keep_log` (see `groups::dropped_here`).
+pub fn delete_group(group_id: &str, keep_log: bool) -> Result<()> {
+    if !keep_log {
+        run(
+            "DELETE FROM pgp_metadata.round WHERE group_id = $1",
+            &[group_id.into()],
+        )?;
+    }
     run(
         "DELETE FROM pgp_metadata.\"group\" WHERE group_id = $1",
         &[group_id.into()],

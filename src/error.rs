@@ -18,6 +18,10 @@ pub enum PaxosError {
     UnknownGroup(String),
     #[error("this node is already a member of paxos group \"{0}\"")]
     GroupExists(String),
+    #[error("paxos group \"{group}\" was dropped at round {round}")]
+    Dropped { group: String, round: i64 },
+    #[error("paxos group \"{group}\" was dropped on this node at round {round}: the ids of dropped groups are not used again")]
+    DroppedId { group: String, round: i64 },
     #[error("{member} is not a member of paxos group \"{group}\"; its members are: {members}")]
     NotAMember {
         group: String,
@@ -136,6 +140,8 @@ impl PaxosError {
             }
             PaxosError::UnknownGroup(_) | PaxosError::NotAMember { .. } => ERRCODE_UNDEFINED_OBJECT,
             PaxosError::GroupExists(_) => ERRCODE_DUPLICATE_OBJECT,
+            PaxosError::Dropped { .. } => ERRCODE_UNDEFINED_OBJECT,
+            PaxosError::DroppedId { .. } => ERRCODE_DUPLICATE_OBJECT,
             PaxosError::Unreachable { .. } => ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
             PaxosError::NoMajority { .. } => ERRCODE_CONNECTION_FAILURE,
             PaxosError::RoundOutOfReach { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -196,6 +202,10 @@ impl PaxosError {
             PaxosError::NotDeterministic(_) => Some(
                 "Compute the value in the client and pass it as a constant or parameter, or \
                  have a superuser set pg_paxos.allow_mutable_functions.",
+            ),
+            PaxosError::DroppedId { .. } => Some(
+                "Choose another group id. Once every node that was a member has dropped the \
+                 group, a superuser may delete its row from pgp_metadata.dropped_group.",
             ),
             PaxosError::ApplierWaitsForUs(_) => Some(
                 "Retry the transaction. The applier needed the lock to apply DDL or a write \

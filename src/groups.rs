@@ -91,6 +91,7 @@ pub fn create(group: &str, founder: &str) -> Result<()> {
     if catalog::group(group)?.is_some() {
         return Err(PaxosError::GroupExists(group.to_owned()));
     }
+    check_not_dropped(group)?;
     verify_self(founder)?;
     catalog::insert_group(group, founder, 0)?;
     node::forget(group);
@@ -117,6 +118,7 @@ pub fn join(group: &str, existing: &str, own: &str) -> Result<i64> {
     if catalog::group(group)?.is_some() {
         return Err(PaxosError::GroupExists(group.to_owned()));
     }
+    check_not_dropped(group)?;
     verify_self(own)?;
     // The member's state is copied before this node votes: a join that fails there (a
     // table missing here, a cancel, a timeout, the node's death) leaves no member behind.
@@ -270,10 +272,92 @@ pub fn remove_member(group: &str, member: &str) -> Result<i64> {
     )
 }
 
+/// Ends `group` on every member: appends its drop entry, has every reachable member apply
+/// the log through it (each drops the group there), then this node; returns the round.
+/// Members that did not answer drop it when they next reach a member.
+pub fn drop_group(group: &str) -> Result<i64> {
+    require_superuser("drop paxos groups")?;
+    let own = catalog::require_group(group)?.self_connection;
+    let entry = Entry {
+        id: ids::proposal_id(),
+        kind: EntryKind::Drop,
+        value: None,
+    };
+    let round = crate::leader::append(group, "drop", entry)?;
+    let others: Vec<String> = catalog::membership(group)?
+        .voters(round)
+        .into_iter()
+        .filter(|m| *m != own)
+        .map(str::to_owned)
+        .collect();
+    let request = DropRequest {
+        group: group.to_owned(),
+        round,
+    };
+    let sql = peers::endpoint_sql("paxos_await_drop", &request);
+    let requests: Vec<(String, String)> = others.iter().map(|m| (m.clone(), sql.clone())).collect();
+    let missing: Vec<String> = peers::exchange_all(&requests)
+        .into_iter()
+        .zip(&others)
+        .filter_map(|(outcome, member)| {
+            outcome
+                .err()
+                .map(|e| format!("{}: {e}", connstr::redact(member)))
+        })
+        .collect();
+    if !missing.is_empty() {
+        pgrx::warning!(
+            "paxos group \"{group}\" is dropped, but these members did not confirm it; each \
+             drops it when it next reaches a member: {}",
+            missing.join("; ")
+        );
+    }
+    await_drop(group, round)?;
+    Ok(round)
+}
+
+/// Waits until this node's applier has applied `group`'s log through its drop entry at
+/// `round`, which drops the group here; returns that round.
+fn await_drop(group: &str, round: i64) -> Result<i64> {
+    let waited = crate::applier::learn_and_wait(group, "drop", round);
+    match (catalog::dropped_at(group)?, waited) {
+        (Some(dropped), _) => Ok(dropped),
+        (None, Err(error)) => Err(error),
+        (None, Ok(_)) => Err(PaxosError::RoundOutOfReach {
+            group: group.to_owned(),
+            round,
+            reason: "it is applied here and did not drop the group".into(),
+        }),
+    }
+}
+
+/// Drops `group` here as its entry of `round` says, and remembers it. Its last rounds stay
+/// (as many as compaction left): a member that was down meanwhile fetches them from here,
+/// applies every round up to the drop, and drops the group itself.
+pub fn dropped_here(group: &str, round: i64) -> Result<()> {
+    forget_here(group, true)?;
+    catalog::record_dropped(group, round)
+}
+
+/// Refuses a group id that was dropped here.
+fn check_not_dropped(group: &str) -> Result<()> {
+    match catalog::dropped_at(group)? {
+        Some(round) => Err(PaxosError::DroppedId {
+            group: group.to_owned(),
+            round,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Drops `group` on this node: its log and membership go, its tables stay as ordinary
 /// tables.
 pub fn drop_here(group: &str) -> Result<()> {
-    catalog::delete_group(group)?;
+    forget_here(group, false)
+}
+
+fn forget_here(group: &str, keep_log: bool) -> Result<()> {
+    catalog::delete_group(group, keep_log)?;
     // Its tables are no longer replicated: every backend looks them up again.
     crate::replication::registry::invalidate(None);
     node::forget(group);
@@ -284,6 +368,16 @@ pub fn drop_here(group: &str) -> Result<()> {
 #[pg_schema]
 mod pgp_metadata {
     use super::*;
+
+    /// Called on each member by the node that drops a group: returns the drop's round once
+    /// the group is dropped here.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn paxos_await_drop(request: &str) -> String {
+        crate::acceptor::serve(request, |req: DropRequest| {
+            validate_group_name(&req.group)?;
+            await_drop(&req.group, req.round)
+        })
+    }
 
     /// Called on an existing member by a node that joins or undoes a failed join.
     #[pg_extern(volatile, parallel_unsafe)]

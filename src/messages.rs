@@ -20,6 +20,9 @@ pub enum EntryKind {
     Sql,
     /// `value` (a `Replicate` as JSON) makes a table replicated.
     Replicate,
+    /// Ends the group: every member drops it when it applies this round, and the rounds
+    /// after it are never applied.
+    Drop,
 }
 
 impl EntryKind {
@@ -31,6 +34,7 @@ impl EntryKind {
             EntryKind::Leave => "leave",
             EntryKind::Sql => "sql",
             EntryKind::Replicate => "replicate",
+            EntryKind::Drop => "drop",
         }
     }
 
@@ -47,6 +51,7 @@ impl EntryKind {
             EntryKind::Leave,
             EntryKind::Sql,
             EntryKind::Replicate,
+            EntryKind::Drop,
         ]
         .into_iter()
         .find(|k| k.as_str() == kind)
@@ -188,6 +193,16 @@ pub struct ChosenResponse {
     /// Every round through this one is chosen and forgotten on this member.
     #[serde(default)]
     pub compacted_through: Option<i64>,
+    /// The group was dropped at this round; this member has nothing of it any more.
+    #[serde(default)]
+    pub dropped_at: Option<i64>,
+}
+
+/// Asks a member to apply the group's log through its drop entry at `round`, which drops it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DropRequest {
+    pub group: String,
+    pub round: i64,
 }
 
 /// Asks a member for what a state copy needs, as of its applied position, in the snapshot

@@ -92,7 +92,11 @@ impl Log {
                     decision.round,
                 );
             }
-            EntryKind::Value | EntryKind::Noop | EntryKind::Sql | EntryKind::Replicate => {}
+            EntryKind::Value
+            | EntryKind::Noop
+            | EntryKind::Sql
+            | EntryKind::Replicate
+            | EntryKind::Drop => {}
         }
         self.learned_through = decision.round;
     }
@@ -444,8 +448,10 @@ impl Log {
             let needed = majority(voters.len());
             let mut answers = Vec::new();
             let mut forgotten = None;
+            let mut dropped = None;
             peers::exchange(&requests, |i, reply| {
                 if let Ok(answer) = reply.and_then(|t| parse::<ChosenResponse>(&t)) {
+                    dropped = dropped.or(answer.dropped_at);
                     if let Some(through) = answer.compacted_through.filter(|t| *t >= from) {
                         forgotten = Some((voters[i].clone(), through));
                     }
@@ -459,6 +465,13 @@ impl Log {
             });
             let best = decided_prefix(from, answers, needed);
             if best.is_empty() {
+                // The group ended, and what this node misses is gone with it.
+                if let Some(round) = dropped {
+                    return Err(PaxosError::Dropped {
+                        group: self.group.clone(),
+                        round,
+                    });
+                }
                 // The round is chosen, and applied where it was forgotten: only a copy of
                 // such a member's state brings this node past it.
                 if let Some((member, through)) = forgotten {
@@ -688,6 +701,7 @@ mod tests {
             chosen,
             accepted,
             compacted_through: None,
+            dropped_at: None,
         }
     }
 

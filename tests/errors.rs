@@ -92,6 +92,16 @@ async fn bad_arguments_are_refused_and_change_nothing() {
         ("SELECT paxos_apply_log('p', 'nope', 1)".to_owned(), "42704"),
         ("SELECT paxos_max_group_round('nope')".to_owned(), "42704"),
         ("SELECT paxos_leave_group('nope')".to_owned(), "42704"),
+        ("SELECT paxos_drop_group('nope')".to_owned(), "42704"),
+        ("SELECT paxos_drop_group(NULL)".to_owned(), "22004"),
+        (
+            r#"SELECT pgp_metadata.paxos_await_drop('{"group":"nope","round":1}')"#.to_owned(),
+            "42704",
+        ),
+        (
+            r#"SELECT pgp_metadata.paxos_state('{"group":"nope"}')"#.to_owned(),
+            "42704",
+        ),
     ] {
         assert_eq!(sqlstate(&a, &sql).await, code, "{sql}");
     }
@@ -182,6 +192,9 @@ async fn only_superusers_manage_groups_and_call_endpoints() {
         "SELECT paxos_apply_and_append('p', 'g', 'SELECT 1')",
         "SELECT paxos_replicate_table('g', 'pg_class')",
         "SELECT paxos_max_group_round('g')",
+        "SELECT paxos_drop_group('g')",
+        r#"SELECT pgp_metadata.paxos_state('{"group":"g"}')"#,
+        r#"SELECT pgp_metadata.paxos_await_drop('{"group":"g","round":9}')"#,
         "SELECT pgp_metadata.paxos_prepare('{}')",
         "SELECT pgp_metadata.paxos_learn('{}')",
         "SELECT pgp_metadata.paxos_submit('{}')",

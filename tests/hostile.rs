@@ -115,6 +115,7 @@ async fn every_function_survives_hostile_arguments() {
     for bad in &texts {
         probe(db, "SELECT paxos_max_group_round($1)", &[bad]).await;
         probe(db, "SELECT paxos_leave_group($1)", &[bad]).await;
+        probe(db, "SELECT paxos_drop_group($1)", &[bad]).await;
         probe(
             db,
             "SELECT paxos_create_group($1, $2)",

@@ -131,6 +131,8 @@ pub fn wait_applied(group: &str, round: i64) -> Result<i64> {
             && now.duration_since(checked) > DEADLOCK_CHECK
         {
             checked = now;
+            // The group may be gone: dropped, or this node removed from it.
+            crate::replication::privileged(|| crate::catalog::require_group(group))?;
             if let Some(s) = &status {
                 if s.pid != 0 && waits_for_me(s.pid)? {
                     return Err(PaxosError::ApplierWaitsForUs(group.to_owned()));

@@ -230,7 +230,8 @@ impl Applier {
             applied: -1,
             learned: (-1, now),
             wanted_since: None,
-            last_probe: now,
+            // A new applier asks at once: its node may have been down for long.
+            last_probe: now.checked_sub(PROBE).unwrap_or(now),
             decided: (-1, now),
             announced: -1,
             woken_since: None,
@@ -281,6 +282,16 @@ impl Applier {
                 Err(PaxosError::Compacted {
                     donor: Some(donor), ..
                 }) => self.copy_state(&donor),
+                Err(PaxosError::Dropped { round, .. }) => {
+                    in_transaction(|| crate::groups::dropped_here(&self.group, round))?;
+                    pgrx::log!(
+                        "pg_paxos applier of group \"{}\": the members dropped the group at \
+                         round {round} while this node was away; it is dropped here too (its \
+                         tables stay, as ordinary tables, without what it missed)",
+                        self.group
+                    );
+                    return Ok(None);
+                }
                 Err(error) => {
                     pgrx::debug1!("pg_paxos applier of group \"{}\": {error}", self.group)
                 }
@@ -306,6 +317,16 @@ impl Applier {
             })?;
             match outcome.stop {
                 Some(Stop::Busy) => pause = pause.min(Duration::from_millis(1)),
+                Some(Stop::Dropped) => {
+                    shared::publish(&self.key, outcome.applied, None);
+                    pgrx::log!(
+                        "pg_paxos applier of group \"{}\": the group was dropped at round {} \
+                         (its tables stay, as ordinary tables)",
+                        self.group,
+                        outcome.applied
+                    );
+                    return Ok(None);
+                }
                 Some(Stop::Removed) => {
                     pgrx::log!(
                         "pg_paxos applier of group \"{}\": the entry of round {} removed this \

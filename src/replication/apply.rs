@@ -59,6 +59,8 @@ pub enum Stop {
     Busy,
     /// The entry of this round removed this node from the group, which is dropped here.
     Removed,
+    /// The entry of this round dropped the group, here as on every member.
+    Dropped,
     /// The entry of this round is a writer's on this node, which runs it itself.
     Reserved,
     /// The entry of this round failed here with an error that is not the same on every
@@ -96,6 +98,13 @@ pub fn apply_available(
             if reserved(decision) {
                 stop = Some(Stop::Reserved);
                 break 'rounds;
+            }
+            if decision.entry.kind == EntryKind::Drop {
+                crate::groups::dropped_here(group, next)?;
+                return Ok(Applied {
+                    applied: next,
+                    stop: Some(Stop::Dropped),
+                });
             }
             if removes_this_node(group, decision)? {
                 crate::groups::drop_here(group)?;
@@ -160,6 +169,15 @@ fn apply_known(group: &str, applied: i64, through: i64) -> Result<i64> {
             if decision.round != next {
                 break;
             }
+            if decision.entry.kind == EntryKind::Drop {
+                // Dropped here too; rolled back with the caller's transaction should it
+                // fail on this error, and then dropped by the applier.
+                crate::groups::dropped_here(group, next)?;
+                return Err(PaxosError::Dropped {
+                    group: group.to_owned(),
+                    round: next,
+                });
+            }
             apply_round(group, decision)?;
             next += 1;
         }
@@ -215,7 +233,11 @@ pub fn apply_round(group: &str, decision: &Decision) -> Result<()> {
             let payload: Replicate = serde_json::from_str(value).map_err(unreadable)?;
             apply_replicate(group, decision.round, &payload)
         }
-        EntryKind::Value | EntryKind::Noop | EntryKind::Join | EntryKind::Leave => Ok(()),
+        EntryKind::Value
+        | EntryKind::Noop
+        | EntryKind::Join
+        | EntryKind::Leave
+        | EntryKind::Drop => Ok(()),
     }
 }
 
