@@ -110,6 +110,9 @@ pub enum PaxosError {
     ApplierWaitsForUs(String),
     #[error("peer {connection} failed: {reason}")]
     Peer { connection: String, reason: String },
+    /// An error this node raised in a session of its own (a join's learner stage), as is.
+    #[error("{message}")]
+    OwnSession { sqlstate: String, message: String },
     #[error("pg_paxos catalog error: {0}")]
     Catalog(#[from] pgrx::spi::SpiError),
 }
@@ -152,7 +155,9 @@ impl PaxosError {
             PaxosError::NotOwner(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
             PaxosError::AlreadyReplicated { .. } => ERRCODE_DUPLICATE_OBJECT,
             PaxosError::ReplicaMismatch { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            PaxosError::Replayed { sqlstate, .. } => PgSqlErrorCode::from(packed(sqlstate)),
+            PaxosError::Replayed { sqlstate, .. } | PaxosError::OwnSession { sqlstate, .. } => {
+                PgSqlErrorCode::from(packed(sqlstate))
+            }
             PaxosError::Unsupported(_) | PaxosError::NotDeterministic(_) => {
                 ERRCODE_FEATURE_NOT_SUPPORTED
             }

@@ -1,11 +1,10 @@
 //! Creating, joining and leaving groups. Membership changes are log entries, effective from
 //! the round after the one they are chosen at.
 //!
-//! Invariant: a failed create or join leaves nothing behind. Local writes happen in the
-//! caller's transaction (an error rolls them back); a join entry already chosen when the
-//! rest of the join fails is undone by a leave entry.
+//! Invariant: a failed create leaves nothing behind, nor does a join that fails before its
+//! join entry is chosen; after that, the joined node is a member whose applier goes on (see
+//! `join`). Membership changes go through the log one entry at a time.
 use paxos_core::Ballot;
-use pgrx::pg_sys::PgTryBuilder;
 use pgrx::prelude::*;
 
 use crate::catalog;
@@ -17,8 +16,6 @@ use crate::multipaxos::Log;
 use crate::node;
 use crate::peers;
 use crate::state_copy::{self, Existing};
-
-const COPY_BATCH: i64 = 5000;
 
 pub fn require_superuser(action: &'static str) -> Result<()> {
     // SAFETY: superuser() only reads the current user's catalog entry.
@@ -110,111 +107,104 @@ pub fn create(group: &str, founder: &str) -> Result<()> {
     crate::applier::start_at_commit(group)
 }
 
+/// Joins `group` through member `existing`, in two steps. First this node becomes a learner,
+/// in a transaction of its own that commits: it copies the member's state and applies the
+/// log from there, voting on nothing. Then the member appends the join entry, and this node
+/// votes from the round after it, once its applier applied it. A join that fails or is cut
+/// short before the join entry leaves no member behind (and no learner, unless this node
+/// dies right after the first step: `paxos_leave_group` here removes it, and joining again
+/// resumes from it); one that fails after it leaves a member whose applier goes on.
 pub fn join(group: &str, existing: &str, own: &str) -> Result<i64> {
     require_superuser("join paxos groups")?;
     validate_group_name(group)?;
     connstr::validate(existing)?;
     connstr::validate(own)?;
-    if catalog::group(group)?.is_some() {
-        return Err(PaxosError::GroupExists(group.to_owned()));
+    match catalog::group(group)? {
+        Some(found) if found.self_connection != own || votes_here(group, own)? => {
+            return Err(PaxosError::GroupExists(group.to_owned()))
+        }
+        // A learner left by an earlier join: resumed.
+        Some(_) => {}
+        None => {
+            check_not_dropped(group)?;
+            verify_self(own)?;
+            become_learner(group, existing, own)?;
+        }
     }
-    check_not_dropped(group)?;
-    verify_self(own)?;
-    // The member's state is copied before this node votes: a join that fails there (a
-    // table missing here, a cancel, a timeout, the node's death) leaves no member behind.
-    catalog::insert_group(group, own, -1)?;
-    node::forget(group);
-    let copied = state_copy::copy_from(group, existing, Existing::MustBeEmpty)?;
-
     let change = MembershipRequest {
         group: group.to_owned(),
         connection: own.to_owned(),
         kind: EntryKind::Join,
     };
     let joined: MembershipResponse = call(existing, "paxos_change_membership", &change)?;
-    // This node votes from here on: should the rest (the few rounds up to the join) fail,
-    // with a PostgreSQL error too, a leave entry undoes the join.
-    let undo = || {
-        let leave = MembershipRequest {
-            kind: EntryKind::Leave,
-            ..change.clone()
-        };
-        call::<MembershipResponse>(existing, "paxos_change_membership", &leave).map(|_| ())
-    };
-    let finish = || {
-        copy_log(group, existing, copied + 1, Some(joined.round))?;
-        catalog::set_leader(group, joined.leader.as_deref())?;
-        crate::replication::apply::apply_through(group, "join", joined.round)
-    };
-    let finished = PgTryBuilder::new(std::panic::AssertUnwindSafe(finish))
-        .catch_others(|error| {
-            if let Err(undo_error) = undo() {
-                pgrx::warning!("{}", undo_failed(group, own, &undo_error));
-            }
-            error.rethrow()
-        })
-        .execute();
-    finished.map_err(|error| match undo() {
-        Ok(()) => error,
-        Err(undo_error) => PaxosError::Peer {
-            connection: connstr::redact(existing),
-            reason: format!(
-                "joining failed ({error}); {}",
-                undo_failed(group, own, &undo_error)
-            ),
-        },
-    })?;
-    crate::applier::start_at_commit(group)?;
+    // This node votes from here on, whatever follows: its applier applies the join.
+    if let Err(error) = crate::applier::learn_and_wait(group, "join", joined.round) {
+        pgrx::warning!(
+            "joined paxos group \"{group}\" at round {}, which this node has not applied yet: \
+             {error}",
+            joined.round
+        );
+    }
+    catalog::set_leader(group, joined.leader.as_deref())?;
     Ok(joined.round)
 }
 
-fn undo_failed(group: &str, own: &str, error: &PaxosError) -> String {
-    format!(
-        "removing the half-joined member failed ({error}): run \
-         paxos_remove_member('{group}', '{}') on a member",
-        own.replace('\'', "''")
-    )
+/// Whether `own` votes in `group` as far as this node knows the log.
+fn votes_here(group: &str, own: &str) -> Result<bool> {
+    let next = catalog::learned_through(group)? + 1;
+    Ok(catalog::membership(group)?.voters(next).contains(&own))
 }
 
-/// Copies the chosen rounds from `from` through `through` (or as far as `existing` knows)
-/// from `existing` into this node's catalog; none of it is applied yet. Returns how far the
-/// log is known here without a gap.
-fn copy_log(group: &str, existing: &str, from: i64, through: Option<i64>) -> Result<i64> {
-    let mut next = from;
-    while through.is_none_or(|t| next <= t) {
-        let request = ChosenRequest {
-            group: group.to_owned(),
-            from_round: next,
-            through_round: through.unwrap_or(i64::MAX),
-            limit: COPY_BATCH,
-        };
-        let batch = call::<ChosenResponse>(existing, "paxos_chosen", &request)?.chosen;
-        let Some(last) = batch.last().map(|d| d.round) else {
-            break;
-        };
-        catalog::record_decisions(group, &batch)?;
-        next = last + 1;
-    }
-    catalog::rebuild_members(group)?;
-    let learned = catalog::advance_learned(group)?;
-    if let Some(through) = through.filter(|t| learned < *t) {
-        return Err(PaxosError::Peer {
-            connection: connstr::redact(existing),
-            reason: format!(
-                "its log has a gap at round {} (joined at round {through})",
-                learned + 1
-            ),
-        });
-    }
-    Ok(learned)
+/// Makes this node a learner of `group` in a transaction of its own, committed before this
+/// returns: a session to this very node runs `paxos_become_learner`. A cancel here cancels
+/// it there.
+fn become_learner(group: &str, existing: &str, own: &str) -> Result<i64> {
+    let session = peers::Session::open(own).map_err(|reason| PaxosError::Unreachable {
+        connection: connstr::redact(own),
+        reason,
+    })?;
+    let request = LearnerRequest {
+        group: group.to_owned(),
+        existing: existing.to_owned(),
+        own: own.to_owned(),
+    };
+    let answer = session
+        .query_long(&peers::endpoint_sql("paxos_become_learner", &request))
+        .map_err(|failure| PaxosError::OwnSession {
+            sqlstate: failure.sqlstate.unwrap_or_else(|| "08000".into()),
+            message: failure.message,
+        })?;
+    peers::parse(&answer.unwrap_or_default()).map_err(|reason| PaxosError::Peer {
+        connection: connstr::redact(own),
+        reason,
+    })
 }
 
 pub fn leave(group: &str) -> Result<i64> {
     require_superuser("leave paxos groups")?;
     let info = catalog::require_group(group)?;
-    let log = Log::open(group, "leave")?;
+    let mut log = Log::open(group, "leave")?;
+    let own = info.self_connection.as_str();
+    if !log
+        .voters(log.learned_through() + 1)
+        .iter()
+        .any(|v| v == own)
+    {
+        // A learner: it votes nowhere, unless a join of it was chosen that it has not
+        // learned yet.
+        let highest = log.max_group_round()?;
+        log.know_through(highest)?;
+        if !log
+            .voters(log.learned_through() + 1)
+            .iter()
+            .any(|v| v == own)
+        {
+            drop_here(group)?;
+            return Ok(log.learned_through());
+        }
+    }
     let next = log.learned_through() + 1;
-    let round = if catalog::membership(group)?.voters(next) == [info.self_connection.as_str()] {
+    let round = if catalog::membership(group)?.voters(next) == [own] {
         // The last member: nobody else needs to hear of it.
         log.learned_through()
     } else {
@@ -368,6 +358,30 @@ fn forget_here(group: &str, keep_log: bool) -> Result<()> {
 #[pg_schema]
 mod pgp_metadata {
     use super::*;
+
+    /// Called by this very node, over a session of its own, as the first step of a join:
+    /// copies `existing`'s state and starts applying, as a learner; returns the round the
+    /// copy is the state of. Commits with the call.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn paxos_become_learner(request: &str) -> String {
+        crate::acceptor::serve(request, |req: LearnerRequest| {
+            validate_group_name(&req.group)?;
+            connstr::validate(&req.existing)?;
+            connstr::validate(&req.own)?;
+            crate::replication::privileged(|| {
+                if catalog::group(&req.group)?.is_some() {
+                    return Err(PaxosError::GroupExists(req.group.clone()));
+                }
+                check_not_dropped(&req.group)?;
+                catalog::insert_group(&req.group, &req.own, -1)?;
+                node::forget(&req.group);
+                let copied =
+                    state_copy::copy_from(&req.group, &req.existing, Existing::MustBeEmpty)?;
+                crate::applier::start_at_commit(&req.group)?;
+                Ok(copied)
+            })
+        })
+    }
 
     /// Called on each member by the node that drops a group: returns the drop's round once
     /// the group is dropped here.

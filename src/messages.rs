@@ -198,6 +198,16 @@ pub struct ChosenResponse {
     pub dropped_at: Option<i64>,
 }
 
+/// Asks this very node, over a session of its own, to become a learner of `group`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LearnerRequest {
+    pub group: String,
+    /// The member whose state is copied.
+    pub existing: String,
+    /// How the members reach this node.
+    pub own: String,
+}
+
 /// Asks a member to apply the group's log through its drop entry at `round`, which drops it.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DropRequest {

@@ -307,6 +307,15 @@ fn drive<F: Future>(
     future: F,
     in_flight: impl Fn() -> Vec<String>,
 ) -> F::Output {
+    drive_cancelling(peers, future, |peers| cancel(peers, &in_flight()))
+}
+
+/// `drive`, with `cancel` run when a cancel or termination is pending.
+fn drive_cancelling<F: Future>(
+    peers: &mut Peers,
+    future: F,
+    cancel: impl Fn(&mut Peers),
+) -> F::Output {
     let mut future = pin!(future);
     loop {
         // Timers must be created inside the runtime, hence the async block.
@@ -318,7 +327,7 @@ fn drive<F: Future>(
         let cancelling =
             unsafe { pgrx::pg_sys::QueryCancelPending != 0 || pgrx::pg_sys::ProcDiePending != 0 };
         if cancelling {
-            cancel(peers, &in_flight());
+            cancel(peers);
         }
         pgrx::check_for_interrupts!();
     }
@@ -347,45 +356,99 @@ pub fn sleep(duration: Duration) {
     })
 }
 
-/// A connection of its own to one member, for a transaction with COPY in it (a state copy):
-/// neither cached nor shared with the requests of [`exchange`]. Every wait is bounded by
-/// `pg_paxos.request_timeout` and interruptible; dropping it closes the connection, which
-/// ends the member's transaction.
+/// A connection of its own to one member, for a transaction with COPY in it (a state copy)
+/// or a long call: neither cached nor shared with the requests of [`exchange`]. Every wait
+/// is interruptible, and an interrupt cancels the member's query first; dropping it closes
+/// the connection, which ends the member's transaction.
 pub struct Session {
     client: Client,
 }
 
-/// Runs `future` on this backend's runtime, interruptibly, within the request timeout.
-fn block_on<T, F: Future<Output = Result<T, Failure>>>(future: F) -> Result<T, Failure> {
-    let timeout = gucs::request_timeout();
+/// Why a session's statement failed: the member's SQLSTATE when it raised an error.
+pub struct SessionFailure {
+    pub sqlstate: Option<String>,
+    pub message: Failure,
+}
+
+impl From<SessionFailure> for Failure {
+    fn from(failure: SessionFailure) -> Failure {
+        failure.message
+    }
+}
+
+/// Runs `future` on this backend's runtime, interruptibly, within `timeout` if one is given;
+/// on an interrupt, cancels the query `cancel` names before the error is raised.
+fn block_on<T, F: Future<Output = Result<T, SessionFailure>>>(
+    future: F,
+    timeout: Option<Duration>,
+    cancel: Option<CancelToken>,
+) -> Result<T, SessionFailure> {
     with_peers(|peers| {
-        drive(
-            peers,
-            async {
-                tokio::time::timeout(timeout, future)
+        let bounded = async {
+            match timeout {
+                None => future.await,
+                Some(limit) => tokio::time::timeout(limit, future)
                     .await
-                    .unwrap_or_else(|_| Err(format!("no answer within {} ms", timeout.as_millis())))
-            },
-            Vec::new,
-        )
+                    .unwrap_or_else(|_| {
+                        Err(SessionFailure {
+                            sqlstate: None,
+                            message: format!("no answer within {} ms", limit.as_millis()),
+                        })
+                    }),
+            }
+        };
+        drive_cancelling(peers, bounded, |peers| {
+            if let Some(token) = &cancel {
+                peers.run(async {
+                    let _ = tokio::time::timeout(CANCEL_TIMEOUT, token.cancel_query(NoTls)).await;
+                });
+            }
+        })
     })
+}
+
+fn session_failure(error: &tokio_postgres::Error) -> SessionFailure {
+    SessionFailure {
+        sqlstate: error.code().map(|code| code.code().to_owned()),
+        message: describe(error),
+    }
 }
 
 impl Session {
     pub fn open(member: &str) -> Result<Session, Failure> {
         let timeout = gucs::request_timeout();
-        block_on(async { connect(member, timeout).await }).map(|client| Session { client })
+        let connecting = async {
+            connect(member, timeout)
+                .await
+                .map_err(|message| SessionFailure {
+                    sqlstate: None,
+                    message,
+                })
+        };
+        Ok(Session {
+            client: block_on(connecting, Some(timeout), None)?,
+        })
     }
 
     /// Runs `sql` (one or more statements, no parameters) and returns the first column of
-    /// the first row, if any.
+    /// the first row, if any; waits at most the request timeout.
     pub fn query(&self, sql: &str) -> Result<Option<String>, Failure> {
-        let messages = block_on(async {
+        Ok(self.call(sql, Some(gucs::request_timeout()))?)
+    }
+
+    /// `query` for a statement that may run long: waits until it ends or an interrupt.
+    pub fn query_long(&self, sql: &str) -> Result<Option<String>, SessionFailure> {
+        self.call(sql, None)
+    }
+
+    fn call(&self, sql: &str, timeout: Option<Duration>) -> Result<Option<String>, SessionFailure> {
+        let running = async {
             self.client
                 .simple_query(sql)
                 .await
-                .map_err(|e| describe(&e))
-        })?;
+                .map_err(|e| session_failure(&e))
+        };
+        let messages = block_on(running, timeout, Some(self.client.cancel_token()))?;
         Ok(messages.iter().find_map(|m| match m {
             SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
             _ => None,
@@ -394,9 +457,17 @@ impl Session {
 
     /// Starts `COPY ... TO STDOUT`; its data is read chunk by chunk.
     pub fn copy_out(&self, sql: &str) -> Result<CopyOut, Failure> {
-        let stream = block_on(async { self.client.copy_out(sql).await.map_err(|e| describe(&e)) })?;
+        let starting = async {
+            self.client
+                .copy_out(sql)
+                .await
+                .map_err(|e| session_failure(&e))
+        };
+        let token = self.client.cancel_token();
+        let stream = block_on(starting, Some(gucs::request_timeout()), Some(token.clone()))?;
         Ok(CopyOut {
             stream: Box::pin(stream),
+            token,
         })
     }
 }
@@ -404,19 +475,25 @@ impl Session {
 /// The data of a `COPY ... TO STDOUT` as it arrives.
 pub struct CopyOut {
     stream: std::pin::Pin<Box<tokio_postgres::CopyOutStream>>,
+    token: CancelToken,
 }
 
 impl CopyOut {
-    /// The next chunk of data, `None` at its end.
+    /// The next chunk of data, `None` at its end; waits at most the request timeout.
     pub fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, Failure> {
         let stream = &mut self.stream;
-        block_on(async {
+        let next = async {
             match stream.next().await {
                 Some(Ok(chunk)) => Ok(Some(chunk.to_vec())),
-                Some(Err(e)) => Err(describe(&e)),
+                Some(Err(e)) => Err(session_failure(&e)),
                 None => Ok(None),
             }
-        })
+        };
+        Ok(block_on(
+            next,
+            Some(gucs::request_timeout()),
+            Some(self.token.clone()),
+        )?)
     }
 }
 

@@ -769,3 +769,160 @@ async fn dropping_a_group_ends_it_on_every_member() {
         .get(0);
     assert_eq!(dropped, round);
 }
+
+/// A joining node killed (kill -9) at chosen-at-random moments of its join, under a write
+/// load, never leaves a voter that does not answer: restarted, it is either no member (a
+/// learner at most, which leaving removes) or a member that catches up by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_killed_at_any_moment_of_its_join_recovers_or_was_never_a_member() {
+    let cluster = start("killjoins", 3);
+    let clients = group_of(&cluster, &[0, 1]).await;
+    write_from_each(&clients[..2], 200).await;
+    let join_sql = format!(
+        "SELECT paxos_join_group('{GROUP}', '{}', '{}')",
+        cluster.node(1).connstr(),
+        cluster.node(2).connstr()
+    );
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut outcomes = Vec::new();
+    for attempt in 0..6 {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let delay = Duration::from_millis((state >> 33) % 400);
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = write_until(
+            connect(&cluster, attempt % 2).await,
+            100_000 * (attempt as i32 + 1),
+            stop.clone(),
+        );
+        let joining = connect(&cluster, 2).await;
+        let sql = join_sql.clone();
+        let attempt_join = tokio::spawn(async move { joining.batch_execute(&sql).await });
+        tokio::time::sleep(delay).await;
+        cluster.kill(2).expect("kill -9 the joining node");
+        let _ = attempt_join.await;
+        stop.store(true, Ordering::Relaxed);
+        assert!(writer.await.unwrap() > 0, "the two members wrote on");
+        cluster.restart(2).expect("the node comes back");
+        let node2 = connect(&cluster, 2).await;
+        let outcome = match voters(&clients[0]).await {
+            3 => {
+                // A member: it catches up by itself (with the others), then leaves for the
+                // next attempt.
+                let members = [
+                    connect(&cluster, 0).await,
+                    connect(&cluster, 1).await,
+                    node2,
+                ];
+                assert_replicas_identical(&members).await;
+                members[2]
+                    .execute("SELECT paxos_leave_group($1)", &[&GROUP])
+                    .await
+                    .expect("the member leaves");
+                members[2].batch_execute("TRUNCATE kv").await.unwrap();
+                "member"
+            }
+            2 if groups_here(&node2).await == 1 => {
+                node2
+                    .execute("SELECT paxos_leave_group($1)", &[&GROUP])
+                    .await
+                    .expect("the learner leaves");
+                node2.batch_execute("TRUNCATE kv").await.unwrap();
+                "learner"
+            }
+            2 => "nothing",
+            n => panic!("attempt {attempt}: {n} voters"),
+        };
+        assert_eq!(
+            voters(&clients[0]).await,
+            2,
+            "attempt {attempt}: back to two"
+        );
+        println!("attempt {attempt}: killed after {delay:?}: {outcome}");
+        outcomes.push(outcome);
+    }
+    println!("{outcomes:?}");
+    assert_replicas_identical(&clients[..2]).await;
+}
+
+/// Switches the `slow_apply` trigger function on `client`'s server, at once: it reads the
+/// file ALTER SYSTEM writes (a reload would reach the applier only between transactions).
+async fn slow_apply(client: &Client, setting: &str) {
+    for sql in [
+        format!("SET test.slow_apply = '{setting}'"),
+        format!("ALTER SYSTEM SET test.slow_apply = '{setting}'"),
+    ] {
+        client.batch_execute(&sql).await.unwrap();
+    }
+}
+
+/// The window a join used to leave: the join entry is chosen, and the joining node dies
+/// before the join returns. The node is a learner with committed state by then, so once
+/// restarted it applies the join and catches up by itself instead of staying a voter that
+/// never answers. (A trigger on the joining node's table, switched on and off from outside,
+/// slows its apply of the rounds up to the join, which holds the join there.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_killed_after_its_join_entry_is_chosen_becomes_a_working_member() {
+    let cluster = start("killjoined", 3);
+    let clients = group_of(&cluster, &[0, 1]).await;
+    write_from_each(&clients[..2], 20).await;
+    clients[2]
+        .batch_execute(
+            "CREATE FUNCTION slow_apply() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                 IF pg_read_file('postgresql.auto.conf') LIKE '%slow_apply = ''on''%' THEN \
+                     PERFORM pg_sleep(0.3); END IF; \
+                 RETURN NEW; END $$; \
+             CREATE TRIGGER slow BEFORE INSERT ON kv FOR EACH ROW EXECUTE FUNCTION slow_apply()",
+        )
+        .await
+        .unwrap();
+    slow_apply(&clients[2], "on").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = write_until(connect(&cluster, 0).await, 100_000, stop.clone());
+    let joining = connect(&cluster, 2).await;
+    let sql = format!(
+        "SELECT paxos_join_group('{GROUP}', '{}', '{}')",
+        cluster.node(1).connstr(),
+        cluster.node(2).connstr()
+    );
+    let attempt = tokio::spawn(async move { joining.batch_execute(&sql).await });
+    eventually(Duration::from_secs(30), || async {
+        match voters(&clients[0]).await {
+            3 => Ok(()),
+            n => Err(format!("{n} voters")),
+        }
+    })
+    .await;
+    assert!(
+        !attempt.is_finished(),
+        "the join still applies the rounds up to it"
+    );
+    cluster.kill(2).expect("kill -9 the joined node");
+    assert!(
+        attempt.await.unwrap().is_err(),
+        "the join died with its node"
+    );
+    stop.store(true, Ordering::Relaxed);
+    assert!(writer.await.unwrap() > 0);
+
+    cluster.restart(2).expect("the node comes back");
+    let node2 = connect(&cluster, 2).await;
+    slow_apply(&node2, "off").await;
+    let members = vec![
+        connect(&cluster, 0).await,
+        connect(&cluster, 1).await,
+        node2,
+    ];
+    for client in &members {
+        assert_eq!(voters(client).await, 3);
+    }
+    assert_replicas_identical(&members).await;
+    // A working member: with node 0 down, nodes 1 and 2 are the majority.
+    cluster.stop(0).expect("node 0 goes down");
+    members[2]
+        .execute("INSERT INTO kv VALUES (-1, 'without node 0')", &[])
+        .await
+        .expect("the joined node writes with node 1");
+    assert_replicas_identical(&members[1..]).await;
+}
