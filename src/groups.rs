@@ -347,6 +347,9 @@ pub fn drop_here(group: &str) -> Result<()> {
 }
 
 fn forget_here(group: &str, keep_log: bool) -> Result<()> {
+    // No vote or learn on the group runs meanwhile: those lock rounds in an order of their
+    // own, and deleting the rounds beside one of them could deadlock.
+    crate::locks::range(group);
     catalog::delete_group(group, keep_log)?;
     // Its tables are no longer replicated: every backend looks them up again.
     crate::replication::registry::invalidate(None);
