@@ -1,5 +1,7 @@
-//! Benchmark of how a member catches up, on loopback servers, beside a plain baseline
-//! measured in the same run:
+//! Benchmark of how a member catches up, and of the log's bound, on loopback servers,
+//! beside a plain baseline measured in the same run:
+//! - the log's bound: the most rounds any member keeps while a long series of appends runs
+//!   with `pg_paxos.log_retention` set;
 //! - catch-up from the log: a member that was down learns and applies the rounds it missed
 //!   (rounds per second);
 //! - a state copy (a join) of a table several times larger than `shared_buffers`, beside
@@ -21,6 +23,12 @@ struct Args {
     /// Rounds the member misses before it catches up.
     #[arg(long, default_value_t = 10_000)]
     rounds: usize,
+    /// Appends made while the log's bound is watched (0: skip that part).
+    #[arg(long, default_value_t = 50_000)]
+    bound_rounds: usize,
+    /// `pg_paxos.log_retention` while the log's bound is watched.
+    #[arg(long, default_value_t = 1_000)]
+    retention: usize,
     /// Table sizes to copy, in megabytes of COPY text.
     #[arg(long, value_delimiter = ',', default_values_t = [32, 128])]
     mb: Vec<usize>,
@@ -54,29 +62,7 @@ async fn catch_up(rounds: usize, runs: usize) -> Result<Vec<f64>> {
             "  catch-up run {}/{runs}: appending {rounds} rounds ...",
             run + 1
         );
-        let writers: Vec<Client> = futures_join(
-            (0..8)
-                .map(|i| cluster.node(i % 2).connect())
-                .collect::<Vec<_>>(),
-        )
-        .await?;
-        let per_writer = rounds.div_ceil(writers.len());
-        let tasks: Vec<_> = writers
-            .into_iter()
-            .map(|client| {
-                tokio::spawn(async move {
-                    for _ in 0..per_writer {
-                        client
-                            .query_one("SELECT paxos_append('bench', 'catchup', 'v')", &[])
-                            .await?;
-                    }
-                    Ok::<_, cluster::tokio_postgres::Error>(())
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await??;
-        }
+        append(&cluster, 2, "catchup", rounds).await?;
         let target: i64 = clients[0]
             .query_one("SELECT paxos_max_group_round('catchup')", &[])
             .await?
@@ -98,6 +84,65 @@ async fn catch_up(rounds: usize, runs: usize) -> Result<Vec<f64>> {
         rates.push((target - before) as f64 / seconds);
     }
     Ok(rates)
+}
+
+/// Makes `rounds` appends to `group` from 8 sessions spread over the first `nodes` nodes.
+async fn append(cluster: &Cluster, nodes: usize, group: &str, rounds: usize) -> Result<()> {
+    let writers: Vec<Client> = futures_join(
+        (0..8)
+            .map(|i| cluster.node(i % nodes).connect())
+            .collect::<Vec<_>>(),
+    )
+    .await?;
+    let per_writer = rounds.div_ceil(writers.len());
+    let tasks: Vec<_> = writers
+        .into_iter()
+        .map(|client| {
+            let group = group.to_owned();
+            tokio::spawn(async move {
+                for _ in 0..per_writer {
+                    client
+                        .query_one("SELECT paxos_append('bench', $1, 'v')", &[&group])
+                        .await?;
+                }
+                Ok::<_, cluster::tokio_postgres::Error>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+/// The most rows of the log each member keeps while `rounds` appends run with `retention`.
+async fn log_bound(rounds: usize, retention: usize) -> Result<Vec<i64>> {
+    let cluster = Cluster::start(ClusterOptions {
+        nodes: 3,
+        name: "bench-bound".into(),
+        extra_conf: vec![format!("pg_paxos.log_retention = {retention}")],
+        ..ClusterOptions::default()
+    })?;
+    let (clients, _) = cluster::group::form(&cluster, "bound").await?;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watching = done.clone();
+    let watcher = tokio::spawn(async move {
+        let mut most = vec![0i64; clients.len()];
+        while !watching.load(std::sync::atomic::Ordering::Relaxed) {
+            for (i, client) in clients.iter().enumerate() {
+                let kept: i64 = client
+                    .query_one("SELECT count(*) FROM pgp_metadata.round", &[])
+                    .await?
+                    .get(0);
+                most[i] = most[i].max(kept);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok::<_, cluster::tokio_postgres::Error>(most)
+    });
+    append(&cluster, 3, "bound", rounds).await?;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    Ok(watcher.await??)
 }
 
 /// Connects every future's client, in order.
@@ -235,6 +280,22 @@ async fn copy_once(mb: usize, run: usize) -> Result<(f64, f64, u64, u64, u64)> {
 async fn run(args: Args) -> Result<()> {
     if args.runs == 0 || args.rounds == 0 || args.mb.contains(&0) {
         return Err("--runs, --rounds and every --mb value must be at least 1".into());
+    }
+    if args.bound_rounds > 0 {
+        eprintln!(
+            "the log's bound: {} appends on 3 nodes, pg_paxos.log_retention = {} ...",
+            args.bound_rounds, args.retention
+        );
+        let started = Instant::now();
+        let most = log_bound(args.bound_rounds, args.retention).await?;
+        println!(
+            "the log's bound: {} appends in {:.0} s with pg_paxos.log_retention = {}: at most \
+             {most:?} rounds kept on the members (sampled every 100 ms)",
+            args.bound_rounds,
+            started.elapsed().as_secs_f64(),
+            args.retention
+        );
+        println!();
     }
     eprintln!(
         "catch-up from the log: 3 nodes, one down while {} rounds are appended",
