@@ -156,6 +156,21 @@ pub fn learned_through(group_id: &str) -> Result<i64> {
     .unwrap_or(-1))
 }
 
+/// Decisions from rows of round_num, accepted_num, accepted_by, value_kind, value, value_id.
+fn decision_rows(rows: SpiTupleTable) -> SpiResult<Vec<Decision>> {
+    let mut out = Vec::new();
+    for row in rows {
+        if let Some((ballot, entry)) = accepted(&row, 2)? {
+            out.push(Decision {
+                round: row.get::<i64>(1)?.unwrap_or(0),
+                ballot,
+                entry,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Chosen rounds in `from..=through`, in round order, at most `limit` of them.
 pub fn decisions(group_id: &str, from: i64, through: i64, limit: i64) -> Result<Vec<Decision>> {
     Ok(Spi::connect_mut(|client| -> SpiResult<Vec<Decision>> {
@@ -166,17 +181,7 @@ pub fn decisions(group_id: &str, from: i64, through: i64, limit: i64) -> Result<
              AND round_num BETWEEN $2 AND $3 ORDER BY round_num LIMIT $4",
             &[group_id.into(), from.into(), through.into(), limit.into()],
         )?;
-        let mut out = Vec::new();
-        for row in rows {
-            if let Some((ballot, entry)) = accepted(&row, 2)? {
-                out.push(Decision {
-                    round: row.get::<i64>(1)?.unwrap_or(0),
-                    ballot,
-                    entry,
-                });
-            }
-        }
-        Ok(out)
+        decision_rows(rows)
     })?)
 }
 
@@ -750,17 +755,7 @@ pub fn membership_decisions(group_id: &str, through: i64) -> Result<Vec<Decision
              AND value_kind IN ('join', 'leave') AND round_num <= $2 ORDER BY round_num",
             &[group_id.into(), through.into()],
         )?;
-        let mut out = Vec::new();
-        for row in rows {
-            if let Some((ballot, entry)) = accepted(&row, 2)? {
-                out.push(Decision {
-                    round: row.get::<i64>(1)?.unwrap_or(0),
-                    ballot,
-                    entry,
-                });
-            }
-        }
-        Ok(out)
+        decision_rows(rows)
     })?)
 }
 

@@ -420,7 +420,7 @@ mod pgp_metadata {
                     value: Some(req.connection),
                 };
                 let round = crate::leader::append(&req.group, "membership", entry)?;
-                // The joining node copies the log through `round` from this one.
+                // The joining node learns the rounds through `round` from this one.
                 Log::open(&req.group, "membership")?.learn_through(round)?;
                 let (leader, _) = catalog::leader(&req.group)?;
                 let own = catalog::require_group(&req.group)?.self_connection;

@@ -173,7 +173,7 @@ async fn a_lost_member_is_removed_and_replaced_while_writes_go_on() {
     let again = remove(a, &cluster, 2).await;
     assert_eq!(sqlstate(&again).as_deref(), Some("42704"), "{again:?}");
 
-    // A new node takes its place: it joins while writes go on, and replays the log.
+    // A new node takes its place: it joins while writes go on, by a state copy.
     join(&cluster, &clients[3], 3, 0)
         .await
         .expect("the replacement joins");
@@ -352,7 +352,7 @@ async fn a_join_holds_no_lock_per_round_and_a_failed_join_leaves_no_member() {
     assert_replicas_identical(&clients).await;
 }
 
-/// A joining node killed (kill -9) while it copies and replays the log leaves no member
+/// A joining node killed (kill -9) while it copies the group's state leaves no member
 /// behind: the group keeps its majority and writes go on; restarted, the node holds nothing
 /// of the group and joins again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -360,8 +360,8 @@ async fn a_node_killed_while_joining_leaves_no_member() {
     let cluster = start("killjoin", 3);
     let clients = group_of(&cluster, &[0, 1]).await;
     write_from_each(&clients[..2], 20).await;
-    // Another session on the joining node holds the table: the join's replay waits for it,
-    // so the kill lands while the log is replayed, whatever the machine's speed.
+    // Another session on the joining node holds the table: the join's state copy waits for
+    // it, so the kill lands during the copy, whatever the machine's speed.
     let holder = connect(&cluster, 2).await;
     holder
         .batch_execute("BEGIN; LOCK TABLE kv IN ACCESS EXCLUSIVE MODE")
