@@ -177,10 +177,14 @@ fn waits_for_me(pid: i32) -> Result<bool> {
 
 /// Makes every round up to `through` known here (learned from the members, or decided when
 /// abandoned) and waits until the group's applier has applied it; returns the applied
-/// position. A round above every round accepted in the group is refused.
+/// position. A round above every round accepted in the group is refused. When the members
+/// forgot rounds this node misses, its applier copies a member's state, and this waits.
 pub fn learn_and_wait(group: &str, proposer: &str, through: i64) -> Result<i64> {
     let mut log = crate::multipaxos::Log::open(group, proposer)?;
-    log.know_through(through)?;
+    match log.know_through(through) {
+        Err(PaxosError::Compacted { donor: Some(_), .. }) => {}
+        learned => learned?,
+    }
     wait_applied(group, through)
 }
 
