@@ -195,6 +195,7 @@ async fn only_superusers_manage_groups_and_call_endpoints() {
         "SELECT paxos_drop_group('g')",
         r#"SELECT pgp_metadata.paxos_state('{"group":"g"}')"#,
         r#"SELECT pgp_metadata.paxos_await_drop('{"group":"g","round":9}')"#,
+        r#"SELECT pgp_metadata.paxos_become_learner('{"group":"h","existing":"host=127.0.0.1","own":"host=127.0.0.1"}')"#,
         "SELECT pgp_metadata.paxos_prepare('{}')",
         "SELECT pgp_metadata.paxos_learn('{}')",
         "SELECT pgp_metadata.paxos_submit('{}')",
