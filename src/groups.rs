@@ -347,10 +347,21 @@ pub fn drop_here(group: &str) -> Result<()> {
 }
 
 fn forget_here(group: &str, keep_log: bool) -> Result<()> {
-    // No vote or learn on the group runs meanwhile: those lock rounds in an order of their
-    // own, and deleting the rounds beside one of them could deadlock.
-    crate::locks::range(group);
-    catalog::delete_group(group, keep_log)?;
+    // The applied position first, then the range lock, in the order appliers and writers
+    // take them (an applier that applies this node's leave holds the position when it
+    // comes here). The position waits for a writer's open transaction; the range lock then
+    // keeps votes and learns, which lock rounds in an order of their own, away from the
+    // deletion.
+    match catalog::lock_applied(group) {
+        // Dropped meanwhile by the session that held the position: its applier applied
+        // this node's leave first.
+        Err(PaxosError::UnknownGroup(_)) => {}
+        Err(error) => return Err(error),
+        Ok(_) => {
+            crate::locks::range(group);
+            catalog::delete_group(group, keep_log)?;
+        }
+    }
     // Its tables are no longer replicated: every backend looks them up again.
     crate::replication::registry::invalidate(None);
     node::forget(group);

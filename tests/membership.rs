@@ -552,8 +552,14 @@ async fn the_log_stays_bounded_and_a_member_that_missed_forgotten_rounds_copies_
         compacted_through(&node2).await >= old,
         "node 2 took a state copy"
     );
-    let log = std::fs::read_to_string(cluster.node(2).log_path()).unwrap();
-    assert!(log.contains("caught up by a state copy"), "{log}");
+    // The applier says so just after its copy commits.
+    eventually(Duration::from_secs(10), || async {
+        let log = std::fs::read_to_string(cluster.node(2).log_path()).unwrap();
+        log.contains("caught up by a state copy")
+            .then_some(())
+            .ok_or(log)
+    })
+    .await;
     node2
         .batch_execute("RESET pg_paxos.consistency_model")
         .await
@@ -654,11 +660,16 @@ async fn a_member_killed_while_it_copies_the_state_recovers_by_itself() {
         .batch_execute("RESET pg_paxos.consistency_model")
         .await
         .unwrap();
-    let log = std::fs::read_to_string(cluster.node(2).log_path()).unwrap();
-    let (started, finished) = (
-        log.matches("copying the state of paxos group").count(),
-        log.matches("caught up by a state copy").count(),
-    );
+    // The applier logs a finished copy just after it commits.
+    let (started, finished) = eventually(Duration::from_secs(10), || async {
+        let log = std::fs::read_to_string(cluster.node(2).log_path()).unwrap();
+        let finished = log.matches("caught up by a state copy").count();
+        let started = log.matches("copying the state of paxos group").count();
+        (finished >= 1)
+            .then_some((started, finished))
+            .ok_or_else(|| format!("{started} state copies started, none finished"))
+    })
+    .await;
     println!("{started} state copies started, {finished} finished");
     assert!(
         finished >= 1 && started > finished,
@@ -1004,4 +1015,77 @@ async fn members_killed_while_they_compact_recover_by_themselves() {
         assert!(compacted_through(client).await > 0, "the members compacted");
     }
     assert_replicas_identical(&members).await;
+}
+
+/// A leave on a node where a replicated write's transaction is open waits for it, and the
+/// write goes on meanwhile. Leaving used to take the range lock and then wait for the
+/// applied position, the reverse of writers and appliers: the write's next vote waited
+/// for the leave, which waited for the write (CI once saw 40P01 between a leave and the
+/// applier applying that very leave).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leave_waits_for_an_open_replicated_write_on_its_node() {
+    let cluster = start("leavewaits", 1);
+    let clients = group_of(&cluster, &[0]).await;
+    let watcher = connect(&cluster, 0).await;
+    let leaving = connect(&cluster, 0).await;
+    let leaving_pid = backend_pid(&leaving).await;
+    let writer = connect(&cluster, 0).await;
+    let writer_pid = backend_pid(&writer).await;
+    // Two writes in one transaction (a DO block), the second once the leave waits.
+    let writes = tokio::spawn(async move {
+        writer
+            .batch_execute(&format!(
+                "DO $$ BEGIN \
+                   INSERT INTO kv VALUES (1, 'before the leave'); \
+                   FOR i IN 1..400 LOOP \
+                     EXIT WHEN EXISTS (SELECT FROM pg_stat_activity \
+                                       WHERE pid = {leaving_pid} AND wait_event_type = 'Lock'); \
+                     PERFORM pg_sleep(0.05); \
+                   END LOOP; \
+                   INSERT INTO kv VALUES (2, 'while the leave waits'); \
+                 END $$"
+            ))
+            .await
+    });
+    let waits_on = |pid: i32, event: &'static str| {
+        let watcher = &watcher;
+        async move {
+            let waiting: bool = watcher
+                .query_one(
+                    "SELECT coalesce(bool_or(wait_event = $2 OR wait_event_type = $2), false) \
+                     FROM pg_stat_activity WHERE pid = $1",
+                    &[&pid, &event],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            waiting
+                .then_some(())
+                .ok_or_else(|| format!("{pid} does not wait on {event} yet"))
+        }
+    };
+    eventually(Duration::from_secs(20), || waits_on(writer_pid, "PgSleep")).await;
+    let leave = tokio::spawn(async move {
+        leaving
+            .query_one("SELECT paxos_leave_group($1)", &[&GROUP])
+            .await
+            .map(|row| row.get::<_, i64>(0))
+    });
+    tokio::time::timeout(Duration::from_secs(40), writes)
+        .await
+        .expect("the writes do not wait for the leave")
+        .unwrap()
+        .expect("both writes");
+    tokio::time::timeout(Duration::from_secs(30), leave)
+        .await
+        .expect("the leave ends once the writes committed")
+        .unwrap()
+        .expect("the leave");
+    assert_eq!(groups_here(&clients[0]).await, 0, "the group is gone here");
+    let rows: i64 = clients[0]
+        .query_one("SELECT count(*) FROM kv", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 2, "both writes stay, in an ordinary table");
 }
