@@ -502,8 +502,17 @@ impl Log {
     /// chosen when this call began.
     pub fn max_group_round(&mut self) -> Result<i64> {
         let round = self.learned_through + 1;
-        let voters = self.voters(round);
-        let needed = majority(voters.len());
+        let mut voters = self.voters(round);
+        let (members, needed) = (voters.len(), majority(voters.len()));
+        let (mut answered, mut max_round, mut failures) = (0, self.learned_through, Vec::new());
+        // This node's own answer is read here rather than over a connection to itself,
+        // where the statement's snapshot is fresh: it was taken after the caller began, so
+        // it sees every vote committed here before.
+        if voters.contains(&self.self_connection) && !uses_transaction_snapshot() {
+            max_round = max_round.max(catalog::max_accepted_round(&self.group)?);
+            answered += 1;
+            voters.retain(|v| *v != self.self_connection);
+        }
         let requests = to_each(
             &voters,
             "paxos_max_round",
@@ -511,27 +520,28 @@ impl Log {
                 group: self.group.clone(),
             },
         );
-        let (mut answered, mut max_round, mut failures) = (0, self.learned_through, Vec::new());
-        peers::exchange(&requests, |i, reply| {
-            match reply.and_then(|t| parse::<MaxRoundResponse>(&t)) {
-                Ok(r) => {
-                    answered += 1;
-                    max_round = max_round.max(r.max_round);
+        if answered < needed {
+            peers::exchange(&requests, |i, reply| {
+                match reply.and_then(|t| parse::<MaxRoundResponse>(&t)) {
+                    Ok(r) => {
+                        answered += 1;
+                        max_round = max_round.max(r.max_round);
+                    }
+                    Err(reason) => failures.push(format!("{}: {reason}", voters[i])),
                 }
-                Err(reason) => failures.push(format!("{}: {reason}", voters[i])),
-            }
-            if answered >= needed {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        });
+                if answered >= needed {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            });
+        }
         if answered < needed {
             return Err(PaxosError::NoMajority {
                 group: self.group.clone(),
                 round,
                 answered,
-                members: voters.len(),
+                members,
                 needed,
                 failures,
             });
@@ -674,6 +684,13 @@ pub fn backoff(attempt: u32) -> Duration {
     let ceiling = BACKOFF_BASE * 2u32.pow(attempt.min(BACKOFF_MAX_DOUBLINGS));
     let fraction = (ids::random_u64() % 1000) as u32;
     ceiling * fraction / 1000
+}
+
+/// Whether statements of this transaction read its first snapshot (REPEATABLE READ and
+/// SERIALIZABLE), which may predate the statement.
+fn uses_transaction_snapshot() -> bool {
+    // SAFETY: a plain global of the transaction machinery.
+    unsafe { pgrx::pg_sys::XactIsoLevel >= pgrx::pg_sys::XACT_REPEATABLE_READ as i32 }
 }
 
 #[cfg(test)]
