@@ -39,6 +39,10 @@ thread_local! {
     /// Groups this transaction created or joined: their appliers start once it commits.
     static NEW_GROUPS: std::cell::RefCell<Vec<Key>> =
         const { std::cell::RefCell::new(Vec::new()) };
+    /// The applied position this transaction sets for each group it wrote to (its writes
+    /// ran as their rounds' apply), published once it commits.
+    static APPLIED: std::cell::RefCell<Vec<(Key, i64)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[pg_guard]
@@ -49,6 +53,11 @@ unsafe extern "C-unwind" fn transaction_end(
     use pg_sys::XactEvent::*;
     match event {
         XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => {
+            // The next writer waits for the rounds before its own, this one's among them:
+            // it needs no pass of the applier to see that this commit applied them.
+            for (key, round) in APPLIED.with(|a| std::mem::take(&mut *a.borrow_mut())) {
+                shared::advance(&key, round);
+            }
             for key in NEWS.with(|n| std::mem::take(&mut *n.borrow_mut())) {
                 shared::wake_applier(&key);
             }
@@ -66,6 +75,7 @@ unsafe extern "C-unwind" fn transaction_end(
         XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT | XACT_EVENT_PREPARE => {
             NEWS.with(|n| n.borrow_mut().clear());
             NEW_GROUPS.with(|n| n.borrow_mut().clear());
+            APPLIED.with(|a| a.borrow_mut().clear());
             end_reservations();
         }
         _ => {}
@@ -234,6 +244,20 @@ pub fn reserve(group: &str, id: &str) -> Result<()> {
 pub fn end_reservations() {
     for key in shared::release_reservations(my_pid()) {
         shared::wake_applier(&key);
+    }
+}
+
+/// Notes that this transaction set `group`'s applied position to `round`, for the sessions
+/// waiting on the applier once it commits.
+pub fn applied_at_commit(group: &str, round: i64) {
+    if let Ok(key) = Key::of(group) {
+        APPLIED.with(|a| {
+            let mut applied = a.borrow_mut();
+            match applied.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, at)) => *at = (*at).max(round),
+                None => applied.push((key, round)),
+            }
+        });
     }
 }
 

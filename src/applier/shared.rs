@@ -90,6 +90,17 @@ impl Default for Shared {
     }
 }
 
+impl Shared {
+    /// Wakes the sessions waiting on `key`'s applier.
+    fn wake_waiters(&self, key: &Key) {
+        for w in &self.waiters {
+            if w.pid != 0 && w.key == *key {
+                crate::node::wake(w.pid);
+            }
+        }
+    }
+}
+
 static SHARED: PgLwLock<Shared> = unsafe { PgLwLock::new(c"pg_paxos appliers") };
 
 /// Reserves the shared memory; called from `_PG_init` in the postmaster.
@@ -185,11 +196,21 @@ pub fn publish(key: &Key, applied: i64, stuck: Option<(i64, &str, &str)>) {
             }
         }
     }
-    for w in &shared.waiters {
-        if w.pid != 0 && w.key == *key {
-            crate::node::wake(w.pid);
-        }
+    shared.wake_waiters(key);
+}
+
+/// Publishes that a writer's transaction, which ran its round's apply, committed the applied
+/// position `applied`; wakes the sessions waiting on the group. Never moves it back.
+pub fn advance(key: &Key, applied: i64) {
+    let mut shared = SHARED.exclusive();
+    if let Some(a) = shared
+        .appliers
+        .iter_mut()
+        .find(|a| a.in_use && a.key == *key)
+    {
+        a.applied = a.applied.max(applied);
     }
+    shared.wake_waiters(key);
 }
 
 /// The applier of `key`, if one has claimed it.

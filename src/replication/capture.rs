@@ -334,6 +334,7 @@ fn append_and_take_turn(group: &str, entry: Entry) -> Result<i64> {
         })?;
         super::apply::apply_through(group, PROPOSER, round - 1)?;
         catalog::set_applied(group, round)?;
+        crate::applier::applied_at_commit(group, round);
         return Ok(round);
     }
     crate::applier::reserve(group, &entry.id)?;
@@ -357,6 +358,7 @@ fn append_and_take_turn(group: &str, entry: Entry) -> Result<i64> {
         });
     }
     catalog::set_applied(group, round)?;
+    crate::applier::applied_at_commit(group, round);
     Ok(round)
 }
 
