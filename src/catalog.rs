@@ -38,7 +38,7 @@ fn exec<'conn>(
             plan
         }
     };
-    client.update(&*plan, None, args)
+    crate::replication::durability::own_work(|| client.update(&*plan, None, args))
 }
 
 /// The first column of the first row of a statement, if any.

@@ -15,7 +15,7 @@
 //!   constraints, defaults or sequences, or its place in an inheritance tree
 //!   (`ddl_command_end`), or that drops one of them (`sql_drop`), outside the log.
 use super::context::{self, exempt, is_exempt, Scope};
-use super::{capture, cells, ddl, outcome, reads, registry};
+use super::{capture, cells, ddl, durability, outcome, reads, registry};
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -62,6 +62,8 @@ unsafe extern "C-unwind" fn process_utility(
         let node = (*statement).utilityStmt;
         if !node.is_null() && (*node).type_ == pg_sys::NodeTag::T_TransactionStmt {
             outcome::transaction_statement(node as *mut pg_sys::TransactionStmt);
+        } else {
+            durability::other_work();
         }
         if !is_exempt() {
             let (what, targets) = utility_targets((*statement).utilityStmt);
@@ -413,11 +415,17 @@ unsafe extern "C-unwind" fn executor_start(query: *mut pg_sys::QueryDesc, eflags
             Scope::Own => None,
         };
         let result = match running {
-            Some(group) => inside_group(query, &group),
+            Some(group) => {
+                durability::other_work();
+                inside_group(query, &group)
+            }
             None if bypassed() => Ok(()),
             None => match capture::target_group(query) {
-                Some(group) => capture::start(query, &group).map(|_| ()),
-                None => reads::fence(query),
+                Some(group) => capture::start(query, &group).map(|_| durability::captured()),
+                None => {
+                    durability::other_work();
+                    reads::fence(query)
+                }
             },
         };
         if let Err(error) = result {

@@ -11,6 +11,7 @@
 //! - `sequences`: sequences of replicated tables, kept in step with the applied position.
 //! - `snapshot`: giving a statement a new snapshot before it starts.
 //! - `outcome`: what a client is told when its write was chosen but its transaction failed.
+//! - `durability`: commits of captured writes alone, which need not wait for this node's disk.
 //! - `statement`: a write as the log carries it, and running it as its author.
 //! - `apply`: applying the log on this node, entry by entry, classifying failures: an error
 //!   every member hits the same way (a constraint or data error) is recorded and skipped
@@ -24,6 +25,7 @@ pub mod commands;
 pub mod context;
 pub mod ddl;
 pub mod determinism;
+pub mod durability;
 pub mod guard;
 pub mod outcome;
 pub mod reads;
@@ -42,6 +44,7 @@ pub fn init() {
     registry::init();
     guard::init();
     outcome::init();
+    durability::init();
 }
 
 /// The pointers a List holds.
