@@ -1,8 +1,12 @@
-//! Benchmark of pg_paxos on a 3-node loopback group, beside a plain local INSERT measured in
-//! the same run on the same machine: paxos_append, a single-row INSERT into a replicated
-//! table, and the latency a strong read adds over a local read of the same table. Prints
-//! throughput, latency percentiles and per-client counts (starvation shows there); every
-//! figure is the median of several runs.
+//! Benchmark of pg_paxos on loopback groups of 3 and 5 members, beside a plain local INSERT
+//! measured in the same run on the same machine: paxos_append, a single-row INSERT into a
+//! replicated table, and a point read of a replicated table, strong and local. For each
+//! member count and client count it prints throughput, latency percentiles, per-client
+//! counts (starvation shows there), the slowest client's p99 against the median client's
+//! p50, the ratios to plain, and how many backends serve peers on the busiest member; every
+//! figure is the median of several runs. With gnuplot installed it also draws a chart.
+use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +18,7 @@ use cluster::{group, Cluster, ClusterOptions};
 const GROUP: &str = "bench";
 
 #[derive(Parser, Debug)]
-#[command(about = "Benchmark pg_paxos appends against a plain local INSERT")]
+#[command(about = "Benchmark pg_paxos writes and reads against plain local statements")]
 struct Args {
     /// Seconds each measured run lasts.
     #[arg(long, default_value_t = 10)]
@@ -22,9 +26,18 @@ struct Args {
     /// Runs per configuration; medians are reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Client counts to measure, spread round-robin over the three nodes.
-    #[arg(long, value_delimiter = ',', default_values_t = [1, 4, 16])]
+    /// Client counts to measure, spread round-robin over the members.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 4, 16, 64])]
     clients: Vec<usize>,
+    /// Group sizes to measure.
+    #[arg(long, value_delimiter = ',', default_values_t = [3, 5])]
+    members: Vec<usize>,
+    /// Where the table of results goes (tab-separated), with the chart beside it (.png).
+    #[arg(long, default_value = "target/bench/bench.tsv")]
+    out: PathBuf,
+    /// Only draw the chart again from the table at --out.
+    #[arg(long)]
+    chart_only: bool,
 }
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -35,21 +48,22 @@ struct Run {
     p50: Duration,
     p99: Duration,
     counts: Vec<usize>,
+    /// The slowest client's p99 over the median client's p50.
+    spread: f64,
+    /// The most backends serving peers on one member, sampled during the run.
+    peer_backends: i64,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Workload {
     /// `INSERT INTO plain_insert` on the leading node only: the local baseline.
     PlainInsert,
-    /// `paxos_append` from clients spread round-robin over all nodes, the leader first.
+    /// `paxos_append` from clients spread round-robin over all members, the leader first.
     Append,
-    /// `paxos_append` from clients on a node that does not lead: each append goes to the
-    /// leader and back.
-    Forwarded,
     /// A single-row INSERT into a replicated table, from clients spread like `Append`.
     Replicated,
-    /// A one-row read of a replicated table on a node that does not lead, with
-    /// `pg_paxos.consistency_model = optimistic`: what this node has applied.
+    /// A point read of a replicated table with `pg_paxos.consistency_model = optimistic`
+    /// on a member that does not lead: what it has applied, the local baseline for reads.
     LocalRead,
     /// The same read with the default, strong consistency.
     StrongRead,
@@ -60,7 +74,6 @@ impl Workload {
         match self {
             Workload::PlainInsert => "plain",
             Workload::Append => "append",
-            Workload::Forwarded => "forwarded",
             Workload::Replicated => "replicated",
             Workload::LocalRead => "local read",
             Workload::StrongRead => "strong read",
@@ -70,7 +83,7 @@ impl Workload {
     fn sql(self) -> &'static str {
         match self {
             Workload::PlainInsert => "INSERT INTO plain_insert (v) VALUES ($1)",
-            Workload::Append | Workload::Forwarded => "SELECT paxos_append('bench', 'bench', $1)",
+            Workload::Append => "SELECT paxos_append('bench', 'bench', $1)",
             Workload::Replicated => "INSERT INTO replicated_insert (v) VALUES ($1)",
             Workload::LocalRead | Workload::StrongRead => {
                 "SELECT v FROM replicated_read WHERE k = 1 AND $1::text IS NOT NULL"
@@ -90,15 +103,54 @@ impl Workload {
         match self {
             Workload::PlainInsert => leader,
             Workload::Append | Workload::Replicated => (leader + i) % nodes,
-            Workload::Forwarded | Workload::LocalRead | Workload::StrongRead => {
-                (leader + 1) % nodes
-            }
+            Workload::LocalRead | Workload::StrongRead => (leader + 1) % nodes,
+        }
+    }
+
+    /// The baseline its ratios are taken against.
+    fn baseline(self) -> Option<Workload> {
+        match self {
+            Workload::PlainInsert | Workload::LocalRead => None,
+            Workload::Append | Workload::Replicated => Some(Workload::PlainInsert),
+            Workload::StrongRead => Some(Workload::LocalRead),
         }
     }
 }
 
+const WORKLOADS: [Workload; 5] = [
+    Workload::PlainInsert,
+    Workload::Append,
+    Workload::Replicated,
+    Workload::LocalRead,
+    Workload::StrongRead,
+];
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+/// The most client backends on one node that serve other members (their application_name
+/// is pg_paxos's).
+async fn peer_backends(monitors: &[Client]) -> i64 {
+    let mut most = 0;
+    for monitor in monitors {
+        let count: i64 = monitor
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' \
+                 AND application_name LIKE 'pg\\_paxos %'",
+                &[],
+            )
+            .await
+            .map(|row| row.get(0))
+            .unwrap_or(-1);
+        most = most.max(count);
+    }
+    most
+}
+
 async fn measure(
     cluster: &Cluster,
+    monitors: &[Client],
     workload: Workload,
     leader: usize,
     clients: usize,
@@ -130,27 +182,38 @@ async fn measure(
                     client
                         .execute(&statement, &[&value])
                         .await
-                        .map_err(|e| format!("{} client {i}: {e:?}", workload.name()))?;
+                        .map_err(|e| format!("{} client {i}: {e}", workload.name()))?;
                     latencies.push(started.elapsed());
                 }
                 Ok::<_, String>(latencies)
             })
         })
         .collect();
+    tokio::time::sleep(Duration::from_secs(seconds) / 2).await;
+    let peers = peer_backends(monitors).await;
     let mut all = Vec::new();
     let mut counts = Vec::new();
+    let mut client_p50s = Vec::new();
+    let mut worst_p99 = Duration::ZERO;
     for task in tasks {
-        let latencies = task.await??;
+        let mut latencies = task.await??;
         counts.push(latencies.len());
+        if latencies.is_empty() {
+            return Err(format!("{}: a client completed nothing", workload.name()).into());
+        }
+        latencies.sort_unstable();
+        client_p50s.push(percentile(&latencies, 0.50));
+        worst_p99 = worst_p99.max(percentile(&latencies, 0.99));
         all.extend(latencies);
     }
     all.sort_unstable();
-    let percentile = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
     Ok(Run {
         per_second: all.len() as f64 / seconds as f64,
-        p50: percentile(0.50),
-        p99: percentile(0.99),
+        p50: percentile(&all, 0.50),
+        p99: percentile(&all, 0.99),
         counts,
+        spread: worst_p99.as_secs_f64() / median(client_p50s).as_secs_f64(),
+        peer_backends: peers,
     })
 }
 
@@ -159,18 +222,38 @@ fn median<T: Copy + PartialOrd>(mut values: Vec<T>) -> T {
     values[values.len() / 2]
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64() * 1000.0)
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
-async fn run(args: Args) -> Result<()> {
-    if args.runs == 0 || args.seconds == 0 || args.clients.contains(&0) {
-        return Err("--runs, --seconds and every --clients value must be at least 1".into());
+/// The medians of a configuration's runs.
+struct Summary {
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+    spread: f64,
+    peer_backends: i64,
+    counts: Vec<usize>,
+}
+
+fn summarize(runs: &[Run]) -> Summary {
+    Summary {
+        per_second: median(runs.iter().map(|r| r.per_second).collect()),
+        p50: median(runs.iter().map(|r| r.p50).collect()),
+        p99: median(runs.iter().map(|r| r.p99).collect()),
+        spread: median(runs.iter().map(|r| r.spread).collect()),
+        peer_backends: median(runs.iter().map(|r| r.peer_backends).collect()),
+        counts: runs.last().map(|r| r.counts.clone()).unwrap_or_default(),
     }
-    eprintln!("starting a 3-node group on 127.0.0.1 ...");
+}
+
+/// Starts a group of `members` on loopback with the benchmark's tables; returns the cluster,
+/// a monitoring session per node and the leading node.
+async fn start_group(members: usize) -> Result<(Cluster, Vec<Client>, usize)> {
+    eprintln!("starting a {members}-member group on 127.0.0.1 ...");
     let cluster = Cluster::start(ClusterOptions {
-        nodes: 3,
-        name: "bench".into(),
+        nodes: members,
+        name: format!("bench{members}"),
         ..ClusterOptions::default()
     })?;
     let (clients, _) = group::form(&cluster, GROUP).await?;
@@ -206,114 +289,177 @@ async fn run(args: Args) -> Result<()> {
     clients[leader]
         .batch_execute("INSERT INTO replicated_read VALUES (1, 'one')")
         .await?;
+    Ok((cluster, clients, leader))
+}
+
+/// Draws throughput and p50 latency against clients, one line per member count and
+/// workload, when gnuplot is installed (`scripts/bench` installs it). Its data (one block
+/// per line) and script stay beside the table, to draw it again.
+fn chart(table: &std::path::Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(table).ok()?;
+    // (members, workload) -> rows of (clients, ops/s, p50 ms), in the table's order.
+    let mut series: Vec<((String, String), Vec<String>)> = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() < 5 {
+            continue;
+        }
+        let key = (f[0].to_owned(), f[2].to_owned());
+        let row = format!("{} {} {}", f[1], f[3], f[4]);
+        match series.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, rows)) => rows.push(row),
+            None => series.push((key, vec![row])),
+        }
+    }
+    let data = table.with_extension("dat");
+    let blocks: Vec<String> = series.iter().map(|(_, rows)| rows.join("\n")).collect();
+    std::fs::write(&data, blocks.join("\n\n\n") + "\n").ok()?;
+    let png = table.with_extension("png");
+    let mut script = format!(
+        "set terminal pngcairo size 1400,640 font ',10'\nset output '{}'\n\
+         set logscale x 2\nset logscale y 10\nset xrange [0.8:80]\nset xlabel 'clients'\n\
+         set grid\nset key below maxrows 2\nset multiplot layout 1,2\n",
+        png.display()
+    );
+    for (title, column) in [("throughput (ops/s)", 2), ("p50 latency (ms)", 3)] {
+        let lines: Vec<String> = series
+            .iter()
+            .enumerate()
+            .map(|(i, ((members, workload), _))| {
+                format!(
+                    "'{}' index {i} using 1:{column} with linespoints title '{workload}, \
+                     {members} members'",
+                    data.display()
+                )
+            })
+            .collect();
+        let _ = writeln!(script, "set title '{title}'\nplot {}", lines.join(", "));
+    }
+    script.push_str("unset multiplot\n");
+    let script_path = table.with_extension("gp");
+    std::fs::write(&script_path, script).ok()?;
+    let output = std::process::Command::new("gnuplot")
+        .arg(&script_path)
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        eprintln!("gnuplot: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    output.status.success().then_some(png)
+}
+
+fn report_chart(table: &std::path::Path) {
+    match chart(table) {
+        Some(png) => println!("chart: {}", png.display()),
+        None => println!("chart: not drawn (gnuplot with the pngcairo terminal is missing)"),
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    if args.chart_only {
+        report_chart(&args.out);
+        return Ok(());
+    }
+    if args.runs == 0 || args.seconds == 0 || args.clients.contains(&0) {
+        return Err("--runs, --seconds and every --clients value must be at least 1".into());
+    }
+    if args.members.iter().any(|&m| m == 0 || m > 9) {
+        return Err("every --members value must be 1 to 9".into());
+    }
     println!(
-        "{} s per run, median of {} runs; pg_paxos: 3 nodes, clients spread round-robin from \
-         the leading node (node {leader}); forwarded: the clients on another node; plain: \
-         INSERT on the leading node",
+        "{} s per run, median of {} runs; clients spread round-robin over the members from \
+         the leading one; plain: INSERT on the leading member; reads on a member that does \
+         not lead (strong against local)",
         args.seconds, args.runs
     );
     println!(
-        "{:>7}  {:>9}  {:>11}  {:>8}  {:>8}  {:>11}  {:>10}  {:>9}  per-client counts (last run)",
-        "clients",
-        "workload",
-        "ops/s",
-        "p50 ms",
-        "p99 ms",
-        "plain ops/s",
-        "throughput",
-        "p50 ratio"
+        "{:>7}  {:>7}  {:>11}  {:>9}  {:>8}  {:>8}  {:>9}  {:>9}  {:>10}  {:>10}  per-client counts (last run)",
+        "members", "clients", "workload", "ops/s", "p50 ms", "p99 ms", "ops ratio", "p50 ratio",
+        "p99/p50", "peer conns"
     );
-    for &n in &args.clients {
-        let mut workloads = vec![
-            Workload::PlainInsert,
-            Workload::Append,
-            Workload::Replicated,
-        ];
-        if n == 1 {
-            workloads.push(Workload::Forwarded);
-        }
-        let mut results = Vec::new();
-        for &workload in &workloads {
-            let mut runs = Vec::new();
-            for r in 0..args.runs {
-                eprintln!(
-                    "  {n} clients, {}, run {}/{} ...",
-                    workload.name(),
-                    r + 1,
-                    args.runs
-                );
-                runs.push(measure(&cluster, workload, leader, n, args.seconds).await?);
+    let mut table = String::from(
+        "members\tclients\tworkload\tops_per_s\tp50_ms\tp99_ms\tops_ratio\tp50_ratio\tspread\tpeer_backends\n",
+    );
+    for &members in &args.members {
+        let (cluster, monitors, leader) = start_group(members).await?;
+        for &clients in &args.clients {
+            let mut done: Vec<(Workload, Summary)> = Vec::new();
+            for workload in WORKLOADS {
+                let reads = matches!(workload, Workload::LocalRead | Workload::StrongRead);
+                if reads && clients != 1 {
+                    continue;
+                }
+                let mut runs = Vec::new();
+                let mut failure = None;
+                for r in 0..args.runs {
+                    eprintln!(
+                        "  {members} members, {clients} clients, {}, run {}/{} ...",
+                        workload.name(),
+                        r + 1,
+                        args.runs
+                    );
+                    match measure(&cluster, &monitors, workload, leader, clients, args.seconds)
+                        .await
+                    {
+                        Ok(run) => runs.push(run),
+                        Err(error) => {
+                            failure = Some(error);
+                            break;
+                        }
+                    }
+                }
+                if let Some(error) = failure {
+                    println!(
+                        "{members:>7}  {clients:>7}  {:>11}  failed: {error}",
+                        workload.name()
+                    );
+                    continue;
+                }
+                let summary = summarize(&runs);
+                let base = workload
+                    .baseline()
+                    .and_then(|b| done.iter().find(|(w, _)| *w == b))
+                    .map(|(_, s)| s);
+                let (ops_ratio, p50_ratio) = match base {
+                    Some(b) => (
+                        summary.per_second / b.per_second,
+                        ms(summary.p50) / ms(b.p50),
+                    ),
+                    None => (1.0, 1.0),
+                };
+                let fields = [
+                    members.to_string(),
+                    clients.to_string(),
+                    workload.name().to_owned(),
+                    format!("{:.0}", summary.per_second),
+                    format!("{:.3}", ms(summary.p50)),
+                    format!("{:.3}", ms(summary.p99)),
+                    format!("{ops_ratio:.3}"),
+                    format!("{p50_ratio:.1}"),
+                    format!("{:.1}", summary.spread),
+                    summary.peer_backends.to_string(),
+                ];
+                let widths = [7, 7, 11, 9, 8, 8, 8, 8, 9, 10];
+                let suffixes = ["", "", "", "", "", "", "x", "x", "x", ""];
+                let mut line = String::new();
+                for ((field, width), suffix) in fields.iter().zip(widths).zip(suffixes) {
+                    let _ = write!(line, "{field:>width$}{suffix}  ");
+                }
+                println!("{line}{:?}", summary.counts);
+                table.push_str(&fields.join("\t"));
+                table.push('\n');
+                done.push((workload, summary));
             }
-            results.push(runs);
         }
-        let summary = |runs: &[Run]| {
-            (
-                median(runs.iter().map(|r| r.per_second).collect()),
-                median(runs.iter().map(|r| r.p50).collect()),
-                median(runs.iter().map(|r| r.p99).collect()),
-            )
-        };
-        let (plain_rate, plain_p50, plain_p99) = summary(&results[0]);
-        println!(
-            "{n:>7}  {:>9}  {:>11.0}  {:>8}  {:>8}  {:>11}  {:>10}  {:>9}  -",
-            "plain",
-            plain_rate,
-            ms(plain_p50),
-            ms(plain_p99),
-            "",
-            "",
-            ""
-        );
-        for (workload, runs) in workloads.iter().zip(&results).skip(1) {
-            let (rate, p50, p99) = summary(runs);
-            let last = runs.last().map(|r| r.counts.clone()).unwrap_or_default();
-            println!(
-                "{n:>7}  {:>9}  {:>11.0}  {:>8}  {:>8}  {:>11.0}  {:>9.3}x  {:>8.1}x  {:?}",
-                workload.name(),
-                rate,
-                ms(p50),
-                ms(p99),
-                plain_rate,
-                rate / plain_rate,
-                p50.as_secs_f64() / plain_p50.as_secs_f64(),
-                last
-            );
-        }
+        drop(monitors);
+        drop(cluster);
     }
-    println!();
-    println!(
-        "reads of a one-row replicated table on node {}, 1 client: {:>9}  {:>8}  {:>8}  {:>9}",
-        (leader + 1) % cluster.nodes().len(),
-        "ops/s",
-        "p50 ms",
-        "p99 ms",
-        "p50 ratio"
-    );
-    let mut local_p50 = None;
-    for workload in [Workload::LocalRead, Workload::StrongRead] {
-        let mut runs = Vec::new();
-        for r in 0..args.runs {
-            eprintln!(
-                "  1 client, {}, run {}/{} ...",
-                workload.name(),
-                r + 1,
-                args.runs
-            );
-            runs.push(measure(&cluster, workload, leader, 1, args.seconds).await?);
-        }
-        let rate = median(runs.iter().map(|r| r.per_second).collect());
-        let p50 = median(runs.iter().map(|r| r.p50).collect());
-        let p99 = median(runs.iter().map(|r| r.p99).collect());
-        let base = *local_p50.get_or_insert(p50);
-        println!(
-            "{:>57}  {:>9.0}  {:>8}  {:>8}  {:>8.1}x",
-            workload.name(),
-            rate,
-            ms(p50),
-            ms(p99),
-            p50.as_secs_f64() / base.as_secs_f64()
-        );
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
     }
+    std::fs::write(&args.out, &table)?;
+    println!("\nresults: {}", args.out.display());
+    report_chart(&args.out);
     Ok(())
 }
 
