@@ -17,13 +17,18 @@ thread_local! {
 /// Runs `f` with writes to replicated tables allowed; restores the previous state even when
 /// `f` raises an error.
 pub fn exempt<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
+    with_flag(&EXEMPT, f)
+}
+
+/// Runs `f` with `flag` set; puts back what it was even when `f` raises an error.
+pub fn with_flag<R>(flag: &'static std::thread::LocalKey<Cell<bool>>, f: impl FnOnce() -> R) -> R {
+    struct Restore(&'static std::thread::LocalKey<Cell<bool>>, bool);
     impl Drop for Restore {
         fn drop(&mut self) {
-            EXEMPT.with(|e| e.set(self.0));
+            self.0.with(|c| c.set(self.1));
         }
     }
-    let _restore = Restore(EXEMPT.with(|e| e.replace(true)));
+    let _restore = Restore(flag, flag.with(|c| c.replace(true)));
     f()
 }
 

@@ -25,14 +25,7 @@ thread_local! {
 
 /// Runs `f`, one of pg_paxos's catalog statements.
 pub fn own_work<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            OWN_WORK.with(|o| o.set(self.0));
-        }
-    }
-    let _restore = Restore(OWN_WORK.with(|o| o.replace(true)));
-    f()
+    context::with_flag(&OWN_WORK, f)
 }
 
 /// A captured write started in this transaction.
