@@ -15,13 +15,14 @@ use tokio_postgres::Client;
 const WRITES: i32 = 20;
 
 /// A one-node group (every vote is this node's, made durable before the write runs) with a
-/// replicated table `kv` and an ordinary table `local_note`.
+/// replicated table `kv`, which draws from a sequence of its own as the apply puts it in
+/// step, and an ordinary table `local_note`.
 async fn one_node_group(name: &str) -> (TestCluster, Client) {
     let cluster = start_with(name, 1, &["wal_writer_delay = '10s'"]);
     let client = form_group(&cluster).await.remove(0);
     client
         .batch_execute(
-            "CREATE TABLE kv (k int PRIMARY KEY, v text); \
+            "CREATE TABLE kv (k int PRIMARY KEY, v text, n bigserial); \
              CREATE TABLE local_note (k int PRIMARY KEY)",
         )
         .await

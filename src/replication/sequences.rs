@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use super::durability::own_work;
 use crate::error::Result;
 
 thread_local! {
@@ -30,16 +31,18 @@ fn owned(group: &str) -> Result<Vec<pg_sys::Oid>> {
     if let Some(known) = OWNED.with(|o| o.borrow().get(group).cloned()) {
         return Ok(known);
     }
-    let sequences = Spi::get_one_with_args::<Vec<pg_sys::Oid>>(
-        "SELECT coalesce(array_agg(d.objid), '{}') \
+    let sequences = own_work(|| {
+        Spi::get_one_with_args::<Vec<pg_sys::Oid>>(
+            "SELECT coalesce(array_agg(d.objid), '{}') \
          FROM pgp_metadata.replicated_tables r \
          JOIN pg_catalog.pg_depend d ON d.refobjid = r.table_oid \
           AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
           AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.deptype IN ('a', 'i') \
          JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
          WHERE r.group_id = $1",
-        &[group.into()],
-    )?
+            &[group.into()],
+        )
+    })?
     .unwrap_or_default();
     OWNED.with(|o| o.borrow_mut().insert(group.to_owned(), sequences.clone()));
     Ok(sequences)
@@ -51,14 +54,16 @@ pub fn restore(group: &str) -> Result<()> {
     if owned(group)?.is_empty() {
         return Ok(());
     }
-    Spi::run_with_args(
+    own_work(|| {
+        Spi::run_with_args(
         "SELECT pg_catalog.setval(seq, coalesce(last_value, \
                 (SELECT seqstart FROM pg_catalog.pg_sequence WHERE seqrelid = seq)), \
                 last_value IS NOT NULL) \
          FROM pgp_metadata.sequences \
          WHERE group_id = $1 AND pg_catalog.pg_sequence_last_value(seq) IS DISTINCT FROM last_value",
         &[group.into()],
-    )?;
+    )
+    })?;
     Ok(())
 }
 
@@ -68,13 +73,15 @@ pub fn record(group: &str) -> Result<()> {
     if sequences.is_empty() {
         return Ok(());
     }
-    Spi::run_with_args(
-        "INSERT INTO pgp_metadata.sequences AS s (group_id, seq, last_value) \
+    own_work(|| {
+        Spi::run_with_args(
+            "INSERT INTO pgp_metadata.sequences AS s (group_id, seq, last_value) \
          SELECT $1, o, pg_catalog.pg_sequence_last_value(o) \
          FROM pg_catalog.unnest($2::pg_catalog.regclass[]) o \
          ON CONFLICT (group_id, seq) DO UPDATE SET last_value = excluded.last_value \
          WHERE s.last_value IS DISTINCT FROM excluded.last_value",
-        &[group.into(), sequences.into()],
-    )?;
+            &[group.into(), sequences.into()],
+        )
+    })?;
     Ok(())
 }
