@@ -433,8 +433,18 @@ async fn compacted_through(client: &Client) -> i64 {
 
 const RETENTION: i64 = 100;
 
-fn retaining_cluster(name: &str, nodes: usize) -> TestCluster {
-    start_with(name, nodes, &["pg_paxos.log_retention = 100"])
+/// `nodes` servers keeping `RETENTION` rounds, a group of nodes 0 to 2 with the replicated
+/// tables `kv` and `events` (whose ids come from a sequence), and a session per node.
+async fn retaining_group(name: &str, nodes: usize) -> (TestCluster, Vec<Client>) {
+    let cluster = start_with(name, nodes, &["pg_paxos.log_retention = 100"]);
+    let clients = group_of(&cluster, &[0, 1, 2]).await;
+    create_everywhere(
+        &clients,
+        "CREATE TABLE events (id bigserial PRIMARY KEY, note text NOT NULL)",
+    )
+    .await;
+    replicate(&clients[0], "events").await.expect("replicate");
+    (cluster, clients)
 }
 
 /// With `pg_paxos.log_retention` rounds kept, the log of every member stays bounded under a
@@ -443,14 +453,7 @@ fn retaining_cluster(name: &str, nodes: usize) -> TestCluster {
 /// new node joins by a state copy too; forgotten rounds are refused to proposers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_log_stays_bounded_and_a_member_that_missed_forgotten_rounds_copies_the_state() {
-    let cluster = retaining_cluster("compact", 4);
-    let clients = group_of(&cluster, &[0, 1, 2]).await;
-    create_everywhere(
-        &clients,
-        "CREATE TABLE events (id bigserial PRIMARY KEY, note text NOT NULL)",
-    )
-    .await;
-    replicate(&clients[0], "events").await.expect("replicate");
+    let (cluster, clients) = retaining_group("compact", 4).await;
     cluster.stop(2).expect("node 2 goes down");
 
     let sessions: Vec<Client> = futures_util::future::join_all((0..4).map(|i| {
@@ -600,14 +603,7 @@ async fn the_log_stays_bounded_and_a_member_that_missed_forgotten_rounds_copies_
 /// every row, none twice (the events' ids are drawn from a sequence on every member).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_killed_while_it_copies_the_state_recovers_by_itself() {
-    let cluster = retaining_cluster("killcopy", 3);
-    let clients = group_of(&cluster, &[0, 1, 2]).await;
-    create_everywhere(
-        &clients,
-        "CREATE TABLE events (id bigserial PRIMARY KEY, note text NOT NULL)",
-    )
-    .await;
-    replicate(&clients[0], "events").await.expect("replicate");
+    let (cluster, clients) = retaining_group("killcopy", 3).await;
     cluster.stop(2).expect("node 2 goes down");
     clients[0]
         .execute(
@@ -943,14 +939,7 @@ async fn a_node_killed_after_its_join_entry_is_chosen_becomes_a_working_member()
 /// itself, and the members end with the same rows, none lost and none twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn members_killed_while_they_compact_recover_by_themselves() {
-    let cluster = retaining_cluster("killcompact", 3);
-    let clients = group_of(&cluster, &[0, 1, 2]).await;
-    create_everywhere(
-        &clients,
-        "CREATE TABLE events (id bigserial PRIMARY KEY, note text NOT NULL)",
-    )
-    .await;
-    replicate(&clients[0], "events").await.expect("replicate");
+    let (cluster, _sessions) = retaining_group("killcompact", 3).await;
     let mut state: u64 = 0x51_7cc1_b727_220a;
     let (mut acknowledged, mut unknown) = (0, 0);
     for attempt in 0..5 {
