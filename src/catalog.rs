@@ -342,13 +342,15 @@ pub fn store_acceptor(group_id: &str, round: i64, state: &Acceptor<Entry>) -> Re
 /// and no vote changes a value once a majority accepted it. Rows another transaction holds
 /// (a learner recording them, in round order) are skipped, not waited for: this runs in no
 /// particular order, so waiting could deadlock with it, and the flag is only a shortcut
-/// (an unmarked round is learned from the members when needed).
+/// (an unmarked round is learned from the members when needed). Both bounds of the range
+/// are index conditions in any plan; joined with the learner row instead, the lower one
+/// was not, and the scan read the whole log.
 pub fn mark_chosen_under(group_id: &str, ballot: &Ballot, through: i64) -> Result<bool> {
     let marked = value::<i64>(
         "WITH free AS (SELECT r.round_num FROM pgp_metadata.round r \
-             JOIN pgp_metadata.learner l ON l.group_id = r.group_id \
-             WHERE r.group_id = $1 AND r.round_num > l.learned_through \
-             AND r.round_num <= $2 AND NOT r.chosen \
+             WHERE r.group_id = $1 AND r.round_num <= $2 AND r.round_num > \
+                 (SELECT learned_through FROM pgp_metadata.learner WHERE group_id = $1) \
+             AND NOT r.chosen \
              AND r.accepted_num = $3 AND r.accepted_by = $4 \
              FOR UPDATE OF r SKIP LOCKED), \
          marked AS (UPDATE pgp_metadata.round r SET chosen = true FROM free \
@@ -364,17 +366,22 @@ pub fn mark_chosen_under(group_id: &str, ballot: &Ballot, through: i64) -> Resul
     Ok(marked.unwrap_or(0) > 0)
 }
 
-/// Moves learned_through past every chosen round that now follows it without a gap: in the
-/// chosen rounds above it, the gap-free run is where round = learned_through + row number.
+/// Moves learned_through past every chosen round that now follows it without a gap, walking
+/// the run from the learned round one primary-key lookup at a time (the walk ends on the
+/// lookup that finds nothing): its cost is that of the advance, whatever the length of the
+/// log and whatever the statistics say. A scan of the chosen rounds above learned_through
+/// read the whole log under the plans PostgreSQL chose for it, on every vote that marked a
+/// round chosen.
 pub fn advance_learned(group_id: &str) -> Result<i64> {
     Ok(value::<i64>(
-        "UPDATE pgp_metadata.learner l SET learned_through = coalesce(( \
-             SELECT max(round_num) FROM ( \
-                 SELECT round_num, row_number() OVER (ORDER BY round_num) AS n \
-                 FROM pgp_metadata.round r \
-                 WHERE r.group_id = l.group_id AND r.chosen \
-                   AND r.round_num > l.learned_through) run \
-             WHERE round_num = l.learned_through + n), l.learned_through) \
+        "UPDATE pgp_metadata.learner l SET learned_through = ( \
+             WITH RECURSIVE run(round_num) AS ( \
+                 SELECT l.learned_through \
+                 UNION ALL \
+                 SELECT (SELECT r.round_num FROM pgp_metadata.round r \
+                     WHERE r.group_id = $1 AND r.round_num = run.round_num + 1 AND r.chosen) \
+                 FROM run WHERE run.round_num IS NOT NULL) \
+             SELECT max(round_num) FROM run) \
          WHERE group_id = $1 RETURNING learned_through",
         &[group_id.into()],
     )?
