@@ -1,7 +1,7 @@
 //! The applier: every member applies the group's entries by itself, in a background worker
-//! that shows in pg_stat_activity, survives being killed, and replays each entry in a
-//! context that neither the entry's author nor any session can steer. Every test ends with
-//! all members' tables compared row for row.
+//! that shows in pg_stat_activity (and its work in the statistics views), survives being
+//! killed, and replays each entry in a context that neither the entry's author nor any
+//! session can steer. Every test ends with all members' tables compared row for row.
 mod common;
 
 use std::time::{Duration, Instant};
@@ -100,6 +100,24 @@ async fn followers_apply_writes_without_being_asked() {
         delays[delays.len() - 1],
         delays.len()
     );
+    // What the appliers wrote shows in the statistics views, as any session's writes do:
+    // every node inserted every row once, by its writer or by its applier.
+    for (i, client) in clients.iter().enumerate() {
+        eventually(Duration::from_secs(30), || async {
+            let inserted: i64 = client
+                .query_one(
+                    "SELECT n_tup_ins FROM pg_stat_user_tables WHERE relid = 'kv'::regclass",
+                    &[],
+                )
+                .await
+                .map_err(|e| e.to_string())?
+                .get(0);
+            (inserted >= 20)
+                .then_some(())
+                .ok_or_else(|| format!("node {i}'s statistics show {inserted} rows inserted"))
+        })
+        .await;
+    }
     for client in &clients {
         client
             .batch_execute("SET pg_paxos.consistency_model = strong")

@@ -156,8 +156,12 @@ fn settle_session(group: &str) {
 /// Sleeps on the latch for at most `pause`; ends the process on SIGTERM, reloads the
 /// configuration on SIGHUP.
 fn sleep(pause: Duration) {
-    // SAFETY: waits on this process's own latch; the flag is PostgreSQL's.
+    // SAFETY: reports statistics outside any transaction; waits on this process's own
+    // latch; the flag is PostgreSQL's.
     unsafe {
+        // A background worker's reads and writes reach pg_stat_* only when it reports them
+        // (at most once a second; PostgreSQL keeps the rest pending until the next call).
+        pg_sys::pgstat_report_stat(false);
         if !pause.is_zero() {
             pg_sys::WaitLatch(
                 pg_sys::MyLatch,
