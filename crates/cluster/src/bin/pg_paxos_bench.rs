@@ -38,6 +38,9 @@ struct Args {
     /// Only draw the chart again from the table at --out.
     #[arg(long)]
     chart_only: bool,
+    /// Workloads to measure (all by default); ratios need the baseline measured too.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    workloads: Vec<Workload>,
 }
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -54,9 +57,10 @@ struct Run {
     peer_backends: i64,
 }
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Debug, clap::ValueEnum)]
 enum Workload {
     /// `INSERT INTO plain_insert` on the leading node only: the local baseline.
+    #[value(name = "plain")]
     PlainInsert,
     /// `paxos_append` from clients spread round-robin over all members, the leader first.
     Append,
@@ -64,8 +68,10 @@ enum Workload {
     Replicated,
     /// A point read of a replicated table with `pg_paxos.consistency_model = optimistic`
     /// on a member that does not lead: what it has applied, the local baseline for reads.
+    #[value(name = "local-read")]
     LocalRead,
     /// The same read with the default, strong consistency.
+    #[value(name = "strong-read")]
     StrongRead,
 }
 
@@ -386,7 +392,8 @@ async fn run(args: Args) -> Result<()> {
             let mut done: Vec<(Workload, Summary)> = Vec::new();
             for workload in WORKLOADS {
                 let reads = matches!(workload, Workload::LocalRead | Workload::StrongRead);
-                if reads && clients != 1 {
+                let wanted = args.workloads.is_empty() || args.workloads.contains(&workload);
+                if !wanted || (reads && clients != 1) {
                     continue;
                 }
                 let mut runs = Vec::new();
@@ -422,10 +429,11 @@ async fn run(args: Args) -> Result<()> {
                     .map(|(_, s)| s);
                 let (ops_ratio, p50_ratio) = match base {
                     Some(b) => (
-                        summary.per_second / b.per_second,
-                        ms(summary.p50) / ms(b.p50),
+                        format!("{:.3}", summary.per_second / b.per_second),
+                        format!("{:.1}", ms(summary.p50) / ms(b.p50)),
                     ),
-                    None => (1.0, 1.0),
+                    None if workload.baseline().is_none() => ("1.000".into(), "1.0".into()),
+                    None => ("-".into(), "-".into()),
                 };
                 let fields = [
                     members.to_string(),
@@ -434,8 +442,8 @@ async fn run(args: Args) -> Result<()> {
                     format!("{:.0}", summary.per_second),
                     format!("{:.3}", ms(summary.p50)),
                     format!("{:.3}", ms(summary.p99)),
-                    format!("{ops_ratio:.3}"),
-                    format!("{p50_ratio:.1}"),
+                    ops_ratio,
+                    p50_ratio,
                     format!("{:.1}", summary.spread),
                     summary.peer_backends.to_string(),
                 ];
