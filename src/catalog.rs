@@ -5,6 +5,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use paxos_core::{Acceptor, Ballot, Member, Membership, RangePromise};
 use pgrx::datum::DatumWithOid;
@@ -15,10 +16,17 @@ use crate::error::{PaxosError, Result};
 use crate::locks;
 use crate::messages::{Decision, Entry, EntryKind};
 
+/// How long a plan is used before it is made again. A plan fits the tables' sizes when it
+/// was made, and the log grows from nothing: a plan made while it was a page or two (a
+/// scan of all of it) would otherwise be kept until autovacuum next analyzes it, and read
+/// the whole log on every use as it grows.
+const REPLAN_AFTER: Duration = Duration::from_secs(10);
+
 thread_local! {
-    /// Plans are kept for the life of the backend: the endpoints run the same few statements
-    /// thousands of times, and parsing and planning them each time cost more than running them.
-    static PLANS: RefCell<HashMap<&'static str, Rc<OwnedPreparedStatement>>> =
+    /// Plans are kept in the backend (the endpoints run the same few statements thousands
+    /// of times, and parsing and planning them each time cost more than running them),
+    /// with when they were made.
+    static PLANS: RefCell<HashMap<&'static str, (Rc<OwnedPreparedStatement>, Instant)>> =
         RefCell::new(HashMap::new());
 }
 
@@ -28,13 +36,23 @@ fn exec<'conn>(
     sql: &'static str,
     args: &[DatumWithOid],
 ) -> SpiResult<SpiTupleTable<'conn>> {
-    let cached = PLANS.with(|plans| plans.borrow().get(sql).cloned());
+    let cached = PLANS.with(|plans| {
+        plans
+            .borrow()
+            .get(sql)
+            .filter(|(_, made)| made.elapsed() < REPLAN_AFTER)
+            .map(|(plan, _)| plan.clone())
+    });
     let plan = match cached {
         Some(plan) => plan,
         None => {
             let types: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
             let plan = Rc::new(client.prepare_mut(sql, &types)?.keep());
-            PLANS.with(|plans| plans.borrow_mut().insert(sql, plan.clone()));
+            PLANS.with(|plans| {
+                plans
+                    .borrow_mut()
+                    .insert(sql, (plan.clone(), Instant::now()))
+            });
             plan
         }
     };
