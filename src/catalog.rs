@@ -3,59 +3,33 @@
 //! Values always travel as bind parameters. Acceptor state is read with a row lock and written
 //! back in the same transaction, so concurrent messages for one round are serialized.
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::rc::Rc;
-use std::time::{Duration, Instant};
 
 use paxos_core::{Acceptor, Ballot, Member, Membership, RangePromise};
 use pgrx::datum::DatumWithOid;
-use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData, SpiResult, SpiTupleTable};
+use pgrx::spi::{SpiClient, SpiHeapTupleData, SpiResult, SpiTupleTable};
 use pgrx::{PgOid, Spi};
 
 use crate::error::{PaxosError, Result};
 use crate::locks;
 use crate::messages::{Decision, Entry, EntryKind};
-
-/// How long a plan is used before it is made again. A plan fits the tables' sizes when it
-/// was made, and the log grows from nothing: a plan made while it was a page or two (a
-/// scan of all of it) would otherwise be kept until autovacuum next analyzes it, and read
-/// the whole log on every use as it grows.
-const REPLAN_AFTER: Duration = Duration::from_secs(10);
+use crate::plans::{self, Plans};
 
 thread_local! {
-    /// Plans are kept in the backend (the endpoints run the same few statements thousands
-    /// of times, and parsing and planning them each time cost more than running them),
-    /// with when they were made.
-    static PLANS: RefCell<HashMap<&'static str, (Rc<OwnedPreparedStatement>, Instant)>> =
-        RefCell::new(HashMap::new());
+    /// The endpoints run the same few statements thousands of times, and parsing and
+    /// planning them each time cost more than running them.
+    static PLANS: RefCell<Plans<&'static str>> = RefCell::new(Plans::new(usize::MAX));
 }
 
-/// Runs one of this module's statements through its cached plan.
+/// Runs one of this module's statements through its kept plan.
 fn exec<'conn>(
     client: &mut SpiClient<'conn>,
     sql: &'static str,
     args: &[DatumWithOid],
 ) -> SpiResult<SpiTupleTable<'conn>> {
-    let cached = PLANS.with(|plans| {
-        plans
-            .borrow()
-            .get(sql)
-            .filter(|(_, made)| made.elapsed() < REPLAN_AFTER)
-            .map(|(plan, _)| plan.clone())
-    });
-    let plan = match cached {
-        Some(plan) => plan,
-        None => {
-            let types: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
-            let plan = Rc::new(client.prepare_mut(sql, &types)?.keep());
-            PLANS.with(|plans| {
-                plans
-                    .borrow_mut()
-                    .insert(sql, (plan.clone(), Instant::now()))
-            });
-            plan
-        }
-    };
+    let plan = plans::get_or_prepare(&PLANS, sql, || {
+        let types: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
+        Ok(client.prepare_mut(sql, &types)?.keep())
+    })?;
     crate::replication::durability::own_work(|| client.update(&*plan, None, args))
 }
 

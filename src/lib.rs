@@ -21,6 +21,7 @@ mod messages;
 mod multipaxos;
 mod node;
 mod peers;
+mod plans;
 mod replication;
 mod state_copy;
 

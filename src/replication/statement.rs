@@ -5,14 +5,19 @@
 //! statement under the same privileges and name resolution. Text I/O runs with pinned
 //! settings (ISO dates, full float precision), as postgres_fdw does, so values read back
 //! the same everywhere.
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::CString;
 
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::pg_sys::{self, PgTryBuilder};
 use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::PgOid;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{PaxosError, Result};
+use crate::plans::{self, Plans};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Param {
@@ -176,28 +181,58 @@ unsafe fn restore(context: pg_sys::MemoryContext, owner: pg_sys::ResourceOwner) 
     }
 }
 
+/// Most replayed statements kept planned by one backend: an applier replays the same few
+/// statements over and over.
+const KEPT_PLANS: usize = 64;
+
+thread_local! {
+    static PLANS: RefCell<Plans<(String, Vec<pg_sys::Oid>)>> =
+        RefCell::new(Plans::new(KEPT_PLANS));
+    /// Types of pg_catalog's own (defined at bootstrap) by the name entries give them: the
+    /// replay path puts pg_catalog first, so such a name means that type on this server
+    /// whatever the author's path.
+    static BOOTSTRAP_TYPES: RefCell<HashMap<String, pg_sys::Oid>> = RefCell::new(HashMap::new());
+}
+
 /// Runs `sql` with `params` bound, converting each from text by its type's input function.
 fn execute(sql: &str, params: &[Param]) -> Result<()> {
     Spi::connect_mut(|client| {
         let mut args = Vec::with_capacity(params.len());
         for param in params {
-            let type_oid = client
-                .select(
-                    "SELECT pg_catalog.to_regtype($1)::oid",
-                    Some(1),
-                    &[param.type_name.as_str().into()],
-                )?
-                .first()
-                .get_one::<pg_sys::Oid>()?
-                .ok_or_else(|| PaxosError::InvalidArgument {
-                    what: "parameter type",
-                    reason: format!("type {} does not exist here", param.type_name),
-                })?;
+            let type_oid = type_oid(client, &param.type_name)?;
             args.push(input(type_oid, param.text.as_deref())?);
         }
-        client.update(sql, None, &args)?;
+        let types: Vec<pg_sys::Oid> = args.iter().map(|a| a.oid()).collect();
+        let plan = plans::get_or_prepare(&PLANS, (sql.to_owned(), types.clone()), || {
+            let types: Vec<PgOid> = types.into_iter().map(PgOid::from).collect();
+            Ok(client.prepare_mut(sql, &types)?.keep())
+        })?;
+        client.update(&*plan, None, &args)?;
         Ok(())
     })
+}
+
+/// The type an entry's parameter names, as the replay path resolves it.
+fn type_oid(client: &mut SpiClient, name: &str) -> Result<pg_sys::Oid> {
+    if let Some(oid) = BOOTSTRAP_TYPES.with(|t| t.borrow().get(name).copied()) {
+        return Ok(oid);
+    }
+    let oid = client
+        .select(
+            "SELECT pg_catalog.to_regtype($1)::oid",
+            Some(1),
+            &[name.into()],
+        )?
+        .first()
+        .get_one::<pg_sys::Oid>()?
+        .ok_or_else(|| PaxosError::InvalidArgument {
+            what: "parameter type",
+            reason: format!("type {name} does not exist here"),
+        })?;
+    if u32::from(oid) < pg_sys::FirstGenbkiObjectId {
+        BOOTSTRAP_TYPES.with(|t| t.borrow_mut().insert(name.to_owned(), oid));
+    }
+    Ok(oid)
 }
 
 fn input(type_oid: pg_sys::Oid, text: Option<&str>) -> Result<pgrx::datum::DatumWithOid<'static>> {
