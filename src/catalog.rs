@@ -687,6 +687,31 @@ pub fn replace_replicated(group_id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Puts every recorded sequence of `group_id` back to its recorded position, or to its start
+/// when none is recorded (see `replication::sequences`).
+pub fn restore_sequences(group_id: &str) -> Result<()> {
+    Ok(run(
+        "SELECT pg_catalog.setval(seq, coalesce(last_value, \
+                (SELECT seqstart FROM pg_catalog.pg_sequence WHERE seqrelid = seq)), \
+                last_value IS NOT NULL) \
+         FROM pgp_metadata.sequences \
+         WHERE group_id = $1 AND pg_catalog.pg_sequence_last_value(seq) IS DISTINCT FROM last_value",
+        &[group_id.into()],
+    )?)
+}
+
+/// Records where `sequences` of `group_id` stand.
+pub fn record_sequences(group_id: &str, sequences: Vec<pgrx::pg_sys::Oid>) -> Result<()> {
+    Ok(run(
+        "INSERT INTO pgp_metadata.sequences AS s (group_id, seq, last_value) \
+         SELECT $1, o, pg_catalog.pg_sequence_last_value(o) \
+         FROM pg_catalog.unnest($2::pg_catalog.regclass[]) o \
+         ON CONFLICT (group_id, seq) DO UPDATE SET last_value = excluded.last_value \
+         WHERE s.last_value IS DISTINCT FROM excluded.last_value",
+        &[group_id.into(), sequences.into()],
+    )?)
+}
+
 /// Records where sequence `name` (qualified) of `group_id` stands; false when it is missing.
 pub fn set_sequence(group_id: &str, name: &str, last_value: Option<i64>) -> Result<bool> {
     Ok(value::<bool>(

@@ -13,6 +13,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use super::durability::own_work;
+use crate::catalog;
 use crate::error::Result;
 
 thread_local! {
@@ -54,17 +55,7 @@ pub fn restore(group: &str) -> Result<()> {
     if owned(group)?.is_empty() {
         return Ok(());
     }
-    own_work(|| {
-        Spi::run_with_args(
-        "SELECT pg_catalog.setval(seq, coalesce(last_value, \
-                (SELECT seqstart FROM pg_catalog.pg_sequence WHERE seqrelid = seq)), \
-                last_value IS NOT NULL) \
-         FROM pgp_metadata.sequences \
-         WHERE group_id = $1 AND pg_catalog.pg_sequence_last_value(seq) IS DISTINCT FROM last_value",
-        &[group.into()],
-    )
-    })?;
-    Ok(())
+    catalog::restore_sequences(group)
 }
 
 /// Records where every sequence of `group` stands, in the current transaction.
@@ -73,15 +64,5 @@ pub fn record(group: &str) -> Result<()> {
     if sequences.is_empty() {
         return Ok(());
     }
-    own_work(|| {
-        Spi::run_with_args(
-            "INSERT INTO pgp_metadata.sequences AS s (group_id, seq, last_value) \
-         SELECT $1, o, pg_catalog.pg_sequence_last_value(o) \
-         FROM pg_catalog.unnest($2::pg_catalog.regclass[]) o \
-         ON CONFLICT (group_id, seq) DO UPDATE SET last_value = excluded.last_value \
-         WHERE s.last_value IS DISTINCT FROM excluded.last_value",
-            &[group.into(), sequences.into()],
-        )
-    })?;
-    Ok(())
+    catalog::record_sequences(group, sequences)
 }
