@@ -32,6 +32,10 @@ const ANNOUNCE_AFTER: Duration = Duration::from_millis(5);
 /// How long new rounds may wait when no session waits for them, so that one pass (a few
 /// transactions) serves several: what a follower's optimistic read may lag behind.
 const COALESCE: Duration = Duration::from_millis(2);
+/// On the leading member, how long a pass may wait while batches keep being decided. Each
+/// accept request records the decisions before it on every acceptor, this node's too, and
+/// writers here apply their own rounds: a pass per batch would find nothing new to do.
+const BUSY_PASS: Duration = Duration::from_millis(100);
 /// How long rounds accepted here may stay unknown before they are fetched.
 const STALL: Duration = Duration::from_millis(20);
 /// How long a waited-for round may stay undecided before it is decided here.
@@ -215,6 +219,8 @@ struct Applier {
     announced: i64,
     /// Since when the applier was woken without a session waiting (see `COALESCE`).
     woken_since: Option<Instant>,
+    /// When the last pass began.
+    last_pass: Instant,
     /// Whether the last pass left known rounds unapplied (a catch-up goes on at once).
     behind: bool,
     /// Consecutive failed tries of the entry that stops the applier, and the last error.
@@ -239,6 +245,7 @@ impl Applier {
             decided: (-1, now),
             announced: -1,
             woken_since: None,
+            last_pass: now,
             behind: false,
             failures: 0,
             last_try: now,
@@ -256,14 +263,18 @@ impl Applier {
     fn pass(&mut self) -> Result<Option<Duration>> {
         if !self.behind && shared::wanted(&self.key) <= self.applied {
             let since = *self.woken_since.get_or_insert_with(Instant::now);
-            if let Some(left) = COALESCE
-                .checked_sub(since.elapsed())
-                .filter(|d| !d.is_zero())
-            {
+            let left = match self.quiet_for() {
+                Some(quiet) => ANNOUNCE_AFTER
+                    .saturating_sub(quiet)
+                    .min(BUSY_PASS.saturating_sub(self.last_pass.elapsed())),
+                None => COALESCE.saturating_sub(since.elapsed()),
+            };
+            if !left.is_zero() {
                 return Ok(Some(left));
             }
         }
         self.woken_since = None;
+        self.last_pass = Instant::now();
         let Some((learned, accepted)) = in_transaction(|| self.learn_local())? else {
             return Ok(None);
         };
@@ -307,6 +318,13 @@ impl Applier {
             learned = in_transaction(|| catalog::learned_through(&self.group))?;
         }
         let stopped = self.failures > 0;
+        if !stopped {
+            // Writers on this node apply their own rounds and publish them as they commit:
+            // no need to lock the applied position to find that out.
+            if let Some(status) = shared::status(&self.key) {
+                self.applied = self.applied.max(status.applied);
+            }
+        }
         let retry_due = now.duration_since(self.last_try)
             >= if wanted > self.applied {
                 Duration::from_millis(10)
@@ -487,6 +505,16 @@ impl Applier {
         }
     }
 
+    /// On the leading member, for how long its leadership decided nothing new.
+    fn quiet_for(&mut self) -> Option<Duration> {
+        let through = node::leadership(&self.group)?.decided_through;
+        let now = Instant::now();
+        if through != self.decided.0 {
+            self.decided = (through, now);
+        }
+        Some(now.duration_since(self.decided.1))
+    }
+
     /// On the leading member, tells the others what was chosen once no round was decided
     /// for `ANNOUNCE_AFTER`; returns how long to wait before looking again, if it should.
     fn announce(&mut self) -> Result<Option<Duration>> {
@@ -497,11 +525,7 @@ impl Applier {
         if through <= self.announced {
             return Ok(None);
         }
-        let now = Instant::now();
-        if through != self.decided.0 {
-            self.decided = (through, now);
-        }
-        let quiet = now.duration_since(self.decided.1);
+        let quiet = self.quiet_for().unwrap_or_default();
         if quiet < ANNOUNCE_AFTER {
             return Ok(Some(ANNOUNCE_AFTER - quiet));
         }
