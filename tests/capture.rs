@@ -199,7 +199,7 @@ async fn writes_that_cannot_be_replicated_are_refused_before_they_are_logged() {
          CREATE FUNCTION constant_text() RETURNS text STABLE LANGUAGE sql AS $$ SELECT 'k' $$",
     )
     .await;
-    let before = log_length(a).await;
+    let before = max_group_round(a).await;
     let refusals = [
         ("INSERT INTO kv VALUES (1, now()::text)", "0A000", "now()"),
         (
@@ -289,7 +289,7 @@ async fn writes_that_cannot_be_replicated_are_refused_before_they_are_logged() {
             .unwrap();
     }
     assert_eq!(
-        log_length(a).await,
+        max_group_round(a).await,
         before,
         "a refused write leaves no entry"
     );
@@ -328,7 +328,7 @@ async fn writes_that_cannot_be_replicated_are_refused_before_they_are_logged() {
     a.batch_execute("INSERT INTO kv VALUES (50, 'low'), (150, 'high')")
         .await
         .unwrap();
-    let before = log_length(a).await;
+    let before = max_group_round(a).await;
     a.batch_execute("SET ROLE clerk").await.unwrap();
     let denied = a
         .batch_execute("INSERT INTO kv VALUES (60, 'no grant')")
@@ -336,7 +336,7 @@ async fn writes_that_cannot_be_replicated_are_refused_before_they_are_logged() {
     assert_eq!(sqlstate(&denied).as_deref(), Some("42501"));
     a.batch_execute("RESET ROLE").await.unwrap();
     assert_eq!(
-        log_length(a).await,
+        max_group_round(a).await,
         before,
         "a refused write leaves no entry"
     );

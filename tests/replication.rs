@@ -221,13 +221,13 @@ async fn only_allowed_writes_reach_the_log_and_differences_are_reported() {
         .expect_err("already replicated");
     assert_eq!(again.as_db_error().unwrap().code().code(), "42710");
 
-    let before = log_length(admin).await;
+    let before = max_group_round(admin).await;
     admin.batch_execute("SET ROLE app").await.unwrap();
     let denied = write(admin, "INSERT INTO items VALUES (1)").await;
     assert_eq!(sqlstate_of(denied).await.as_deref(), Some("42501"));
     admin.batch_execute("RESET ROLE").await.unwrap();
     assert_eq!(
-        log_length(admin).await,
+        max_group_round(admin).await,
         before,
         "a refused write leaves no entry"
     );
@@ -289,7 +289,7 @@ async fn ddl_and_copy_on_a_replicated_table_go_through_the_log_or_are_refused() 
         client.batch_execute("ROLLBACK").await.unwrap();
     }
     // The rest is replicated as typed, on any member, checked first as its author.
-    let entries = log_length(&clients[0]).await;
+    let entries = max_group_round(&clients[0]).await;
     let missing = clients[1]
         .batch_execute(
             "CREATE TRIGGER t BEFORE INSERT ON kv FOR EACH ROW EXECUTE FUNCTION no_such()",
@@ -298,7 +298,7 @@ async fn ddl_and_copy_on_a_replicated_table_go_through_the_log_or_are_refused() 
         .expect_err("no such function");
     assert_eq!(missing.as_db_error().unwrap().code().code(), "42883");
     assert_eq!(
-        log_length(&clients[0]).await,
+        max_group_round(&clients[0]).await,
         entries,
         "nothing was appended"
     );

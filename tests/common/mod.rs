@@ -207,6 +207,16 @@ pub async fn replicate(client: &Client, table: &str) -> Result<i64, tokio_postgr
         .map(|row| row.get(0))
 }
 
+/// The highest round a majority of the group accepted: what has been appended, whether or
+/// not `client`'s node has voted on it or learned it yet.
+pub async fn max_group_round(client: &Client) -> i64 {
+    client
+        .query_one("SELECT paxos_max_group_round($1)", &[&GROUP])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 pub async fn log_length(client: &Client) -> i64 {
     client
         .query_one("SELECT count(*) FROM pgp_metadata.round", &[])
