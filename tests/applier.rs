@@ -778,16 +778,12 @@ async fn a_statement_replayed_again_follows_the_changes_of_its_table() {
             .await
             .expect("write");
     }
-    for (i, client) in clients.iter().enumerate() {
+    for client in &clients {
         apply_all(client).await;
-        let later: Vec<i32> = client
-            .query("SELECT k FROM kv WHERE v = 'later' ORDER BY k", &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        assert_eq!(later, (8..12).collect::<Vec<_>>(), "node {i}");
+    }
+    let later = rows_of(&clients, "SELECT k FROM kv WHERE v = 'later' ORDER BY k").await;
+    for (i, rows) in later.iter().enumerate() {
+        assert_eq!(*rows, (8..12).collect::<Vec<_>>(), "node {i}");
     }
     assert_replicas_identical(&clients).await;
 }
