@@ -687,6 +687,21 @@ pub fn replace_replicated(group_id: &str) -> Result<()> {
     Ok(())
 }
 
+/// The sequences owned by a column of one of `group_id`'s replicated tables.
+pub fn owned_sequences(group_id: &str) -> Result<Vec<pgrx::pg_sys::Oid>> {
+    Ok(value::<Vec<pgrx::pg_sys::Oid>>(
+        "SELECT coalesce(array_agg(d.objid), '{}') \
+         FROM pgp_metadata.replicated_tables r \
+         JOIN pg_catalog.pg_depend d ON d.refobjid = r.table_oid \
+          AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+          AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.deptype IN ('a', 'i') \
+         JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
+         WHERE r.group_id = $1",
+        &[group_id.into()],
+    )?
+    .unwrap_or_default())
+}
+
 /// Puts every recorded sequence of `group_id` back to its recorded position, or to its start
 /// when none is recorded (see `replication::sequences`).
 pub fn restore_sequences(group_id: &str) -> Result<()> {

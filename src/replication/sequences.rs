@@ -10,9 +10,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use pgrx::pg_sys;
-use pgrx::prelude::*;
 
-use super::durability::own_work;
 use crate::catalog;
 use crate::error::Result;
 
@@ -32,19 +30,7 @@ fn owned(group: &str) -> Result<Vec<pg_sys::Oid>> {
     if let Some(known) = OWNED.with(|o| o.borrow().get(group).cloned()) {
         return Ok(known);
     }
-    let sequences = own_work(|| {
-        Spi::get_one_with_args::<Vec<pg_sys::Oid>>(
-            "SELECT coalesce(array_agg(d.objid), '{}') \
-         FROM pgp_metadata.replicated_tables r \
-         JOIN pg_catalog.pg_depend d ON d.refobjid = r.table_oid \
-          AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
-          AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.deptype IN ('a', 'i') \
-         JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
-         WHERE r.group_id = $1",
-            &[group.into()],
-        )
-    })?
-    .unwrap_or_default();
+    let sequences = catalog::owned_sequences(group)?;
     OWNED.with(|o| o.borrow_mut().insert(group.to_owned(), sequences.clone()));
     Ok(sequences)
 }
