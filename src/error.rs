@@ -110,7 +110,8 @@ pub enum PaxosError {
     ApplierWaitsForUs(String),
     #[error("peer {connection} failed: {reason}")]
     Peer { connection: String, reason: String },
-    /// An error this node raised in a session of its own (a join's learner stage), as is.
+    /// An error this node raised in another process (a join's learner stage in a session of
+    /// its own, a batch its proposer failed to send), as is.
     #[error("{message}")]
     OwnSession { sqlstate: String, message: String },
     #[error("pg_paxos catalog error: {0}")]
@@ -130,6 +131,14 @@ fn packed(sqlstate: &str) -> isize {
 }
 
 impl PaxosError {
+    /// The error's SQLSTATE as its five characters.
+    pub fn sqlstate_text(&self) -> String {
+        let packed = self.sqlstate() as isize;
+        (0..5)
+            .map(|i| (((packed >> (6 * i)) & 0x3F) as u8 + b'0') as char)
+            .collect()
+    }
+
     fn sqlstate(&self) -> PgSqlErrorCode {
         use PgSqlErrorCode::*;
         match self {
@@ -267,4 +276,24 @@ impl<T> OrRaise<T> for Result<T> {
 /// The value of a SQL argument that must not be NULL.
 pub fn required<T>(value: Option<T>, name: &'static str) -> Result<T> {
     value.ok_or(PaxosError::NullArgument(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_spells_its_sqlstate() {
+        assert_eq!(
+            PaxosError::UnknownGroup("g".into()).sqlstate_text(),
+            "42704"
+        );
+        let unknown = PaxosError::OutcomeUnknown { reason: "r".into() };
+        assert_eq!(unknown.sqlstate_text(), "40003");
+        let replayed = PaxosError::Replayed {
+            sqlstate: "23P01".into(),
+            message: "m".into(),
+        };
+        assert_eq!(replayed.sqlstate_text(), "23P01");
+    }
 }

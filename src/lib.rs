@@ -9,6 +9,7 @@ use pgrx::prelude::*;
 mod acceptor;
 mod api;
 mod applier;
+mod background;
 mod catalog;
 mod connstr;
 mod error;

@@ -152,16 +152,25 @@ pub struct AnnounceRequest {
 /// One reply per entry of the request, in order.
 pub type AcceptResponse = Vec<AcceptReply<Entry>>;
 
-/// An append made on another member, sent to the member that leads.
+/// Appends made on another member, sent to the member that leads.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SubmitRequest {
     pub group: String,
-    pub entry: Entry,
+    pub entries: Vec<Entry>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SubmitResponse {
-    pub round: i64,
+    /// One per entry of the request, in order.
+    pub outcomes: Vec<Submitted>,
+}
+
+/// What came of one entry another member submitted.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Submitted {
+    Chosen(i64),
+    /// It may or may not have been chosen, for this reason.
+    Unknown(String),
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -3,7 +3,9 @@
 //!   round never used under it, so backends never knock each other's ballots out;
 //! - whose turn it is to propose: one backend at a time per group;
 //! - the appends waiting for that turn: the backend whose turn it is sends all of them in
-//!   one batch, so each acceptor commits once for many appends.
+//!   one batch, so each acceptor commits once for many appends;
+//! - the group's proposer (`leader::worker`), which takes every turn while it runs: then
+//!   only it talks to the members about appends, however many sessions append.
 //!
 //! Every wait here sleeps on the backend's latch and processes interrupts; a turn and a
 //! waiting append are released by their guards, and by an exit callback if the backend dies.
@@ -20,9 +22,9 @@ use crate::messages::Entry;
 /// one is forgotten past that: it only costs a new phase 1).
 const GROUPS: usize = 32;
 /// Appends that can wait for a turn at once; more wait without being batched.
-const WAITING: usize = 64;
+const WAITING: usize = 128;
 /// The largest entry (as JSON) that another backend can send for its author.
-const ENTRY_BYTES: usize = 2048;
+const ENTRY_BYTES: usize = 8192;
 /// Group names are at most this long, like PostgreSQL identifiers.
 pub const NAME_BYTES: usize = 63;
 const OWNER_BYTES: usize = 128;
@@ -142,6 +144,8 @@ enum SlotState {
     Done,
     /// The batch failed; `bytes` holds the message.
     Failed,
+    /// The batch failed before it was sent; `bytes` holds the message, `sqlstate` its code.
+    NotSent,
 }
 
 #[derive(Clone, Copy)]
@@ -155,8 +159,22 @@ struct WaitingSlot {
     /// since a freed slot is soon posted into again.
     ticket: u64,
     round: i64,
+    /// Whether the entry may go on to another member (an entry sent here by another member
+    /// never does).
+    forwardable: bool,
+    /// Whether its author proposes it alone (a membership change, or an entry too large
+    /// for `bytes`).
+    alone: bool,
+    sqlstate: [u8; 5],
     len: u32,
     bytes: [u8; ENTRY_BYTES],
+}
+
+/// The group's proposer on this node.
+#[derive(Clone, Copy)]
+struct ProposerSlot {
+    key: Key,
+    pid: i32,
 }
 
 #[derive(Clone, Copy)]
@@ -164,6 +182,7 @@ pub struct Shared {
     clock: u64,
     groups: [GroupSlot; GROUPS],
     waiting: [WaitingSlot; WAITING],
+    proposers: [ProposerSlot; GROUPS],
 }
 
 // SAFETY: plain data without pointers; every access goes through the lightweight lock.
@@ -195,9 +214,13 @@ impl Default for Shared {
                 taken_by: 0,
                 ticket: 0,
                 round: 0,
+                forwardable: false,
+                alone: false,
+                sqlstate: [b'0'; 5],
                 len: 0,
                 bytes: [0; ENTRY_BYTES],
             }; WAITING],
+            proposers: [ProposerSlot { key, pid: 0 }; GROUPS],
         }
     }
 }
@@ -250,14 +273,63 @@ impl Shared {
         Some(g)
     }
 
-    /// Wakes every backend with an append waiting on the group.
+    /// Wakes every backend with an append waiting on the group, and its proposer.
     fn wake_waiters(&self, key: &Key) {
         for w in &self.waiting {
             if w.key == *key && w.state != SlotState::Free {
                 wake(w.pid);
             }
         }
+        if let Some(pid) = self.proposer(key) {
+            wake(pid);
+        }
     }
+
+    /// The group's proposer, while it runs.
+    fn proposer(&self, key: &Key) -> Option<i32> {
+        self.proposers
+            .iter()
+            .find(|p| p.pid != 0 && p.key == *key && alive(p.pid))
+            .map(|p| p.pid)
+    }
+}
+
+/// Whether a process still runs (a pid of a process that exited reads as gone).
+pub fn alive(pid: i32) -> bool {
+    // SAFETY: looks the pid up in the proc array; null when no such process is attached.
+    pid != 0 && unsafe { !pg_sys::BackendPidGetProc(pid).is_null() }
+}
+
+/// Makes this process the proposer of `key`. False when another live process already is,
+/// or when every slot serves another group's.
+pub fn claim_proposer(key: &Key) -> bool {
+    let pid = my_pid();
+    let mut shared = SHARED.exclusive();
+    if shared.proposer(key).is_some_and(|p| p != pid) {
+        return false;
+    }
+    // The group's own slot first, so that it never has two.
+    let slots = &shared.proposers;
+    let free = slots
+        .iter()
+        .position(|p| p.pid != 0 && p.key == *key)
+        .or_else(|| slots.iter().position(|p| p.pid == 0 || !alive(p.pid)));
+    let Some(i) = free else { return false };
+    shared.proposers[i] = ProposerSlot { key: *key, pid };
+    true
+}
+
+/// Gives up being the proposer of `key` (at exit).
+pub fn release_proposer(key: &Key) {
+    let pid = my_pid();
+    let mut shared = SHARED.exclusive();
+    for p in shared.proposers.iter_mut() {
+        if p.pid == pid && p.key == *key {
+            p.pid = 0;
+        }
+    }
+    // Sessions waiting for it propose their entries themselves now.
+    shared.wake_waiters(key);
 }
 
 pub fn wake(pid: i32) {
@@ -319,7 +391,7 @@ unsafe extern "C-unwind" fn release_all(_code: std::ffi::c_int, _arg: pg_sys::Da
     for w in shared.waiting.iter_mut() {
         if w.is_in_batch() && w.taken_by == pid {
             let ticket = w.ticket;
-            settle(w, ticket, Err(UNSETTLED));
+            settle(w, ticket, Err(&Failure::Unknown(UNSETTLED.to_owned())));
         }
         if w.pid == pid {
             w.leave();
@@ -365,9 +437,10 @@ impl Drop for Posted {
     }
 }
 
-/// Posts `entry` for a batch; entries too large to share are kept by their author (who
-/// still waits in line, so it gets woken).
-pub fn post(group: &str, entry: &Entry) -> Result<Posted> {
+/// Posts `entry` for a batch and wakes the group's proposer; entries too large to share are
+/// kept by their author (who still waits in line, so it gets woken). `forwardable`: whether
+/// the entry may go on to the member that leads.
+pub fn post(group: &str, entry: &Entry, forwardable: bool) -> Result<Posted> {
     let key = Key::of(group)?;
     on_exit_release();
     let json = serde_json::to_vec(entry).unwrap_or_default();
@@ -388,11 +461,17 @@ pub fn post(group: &str, entry: &Entry) -> Result<Posted> {
     w.taken_by = 0;
     w.ticket = ticket;
     w.round = -1;
-    if json.len() <= ENTRY_BYTES {
+    w.forwardable = forwardable;
+    let shareable = json.len() <= ENTRY_BYTES;
+    w.alone = !shareable || entry.kind.changes_membership();
+    if shareable {
         w.len = json.len() as u32;
         w.bytes[..json.len()].copy_from_slice(&json);
     } else {
         w.len = 0;
+    }
+    if let Some(pid) = shared.proposer(&key) {
+        wake(pid);
     }
     Ok(Posted {
         slot: Some((i, ticket)),
@@ -405,12 +484,17 @@ pub enum Waited {
     Turn(Turn),
     /// Another backend appended the posted entry at this round.
     Appended(i64),
-    /// Another backend's batch with the posted entry failed, with this message.
+    /// Another backend's batch with the posted entry failed, with this message: the entry may
+    /// or may not be chosen.
     Failed(String),
+    /// Another backend's batch with the posted entry failed before it was sent, with this
+    /// error: the entry was not chosen.
+    NotSent { sqlstate: String, message: String },
 }
 
-/// Waits until `posted` was appended by another backend, or until this backend may propose.
-/// When the turn comes, the posted entry is withdrawn: its author proposes it itself.
+/// Waits until `posted` was appended by another backend, or until this backend may propose:
+/// when no proposer runs for the group, or when the entry goes alone. When the turn comes,
+/// the posted entry is withdrawn: its author proposes it itself.
 pub fn wait_for_turn(group: &str, posted: &mut Posted) -> Result<Waited> {
     let key = Key::of(group)?;
     on_exit_release();
@@ -419,20 +503,31 @@ pub fn wait_for_turn(group: &str, posted: &mut Posted) -> Result<Waited> {
         {
             let mut shared = SHARED.exclusive();
             let mut in_a_batch = false;
+            // An entry without a slot (all taken) is proposed by its author too.
+            let mut alone = true;
             if let Some(w) = posted.in_shared(&mut shared) {
+                alone = w.alone;
                 match w.state {
                     SlotState::Done => return Ok(Waited::Appended(w.round)),
                     SlotState::Failed => {
                         let message = String::from_utf8_lossy(&w.bytes[..w.len as usize]);
                         return Ok(Waited::Failed(message.into_owned()));
                     }
+                    SlotState::NotSent => {
+                        let message = String::from_utf8_lossy(&w.bytes[..w.len as usize]);
+                        return Ok(Waited::NotSent {
+                            sqlstate: String::from_utf8_lossy(&w.sqlstate).into_owned(),
+                            message: message.into_owned(),
+                        });
+                    }
                     // While its entry is in another session's batch, a session waits for
                     // the outcome.
                     state => in_a_batch = state == SlotState::Taken,
                 }
             }
+            let proposer = shared.proposer(&key).is_some();
             let granted = match shared.group_mut(&key) {
-                Some(g) if g.turn == 0 && !in_a_batch => {
+                Some(g) if g.turn == 0 && !in_a_batch && (alone || !proposer) => {
                     g.turn = pid;
                     true
                 }
@@ -448,6 +543,19 @@ pub fn wait_for_turn(group: &str, posted: &mut Posted) -> Result<Waited> {
         }
         nap();
     }
+}
+
+/// The group's turn for its proposer, when nobody holds it and entries wait for a batch.
+pub fn batch_turn(key: &Key) -> Option<Turn> {
+    on_exit_release();
+    let mut shared = SHARED.exclusive();
+    let waiting = shared
+        .waiting
+        .iter()
+        .any(|w| w.state == SlotState::Posted && w.key == *key && !w.alone);
+    let g = shared.group_mut(key).filter(|g| waiting && g.turn == 0)?;
+    g.turn = my_pid();
+    Some(Turn { key: *key })
 }
 
 /// This backend's turn to propose on a group; ends when dropped.
@@ -473,13 +581,24 @@ pub struct Taken {
     index: usize,
     ticket: u64,
     pub entry: Entry,
+    /// See [`post`].
+    pub forwardable: bool,
     settled: bool,
+}
+
+/// Why an entry of a batch was not appended.
+#[derive(Clone, Debug)]
+pub enum Failure {
+    /// It may or may not have been chosen, for this reason.
+    Unknown(String),
+    /// The batch failed before it was sent, so the entry was not chosen: the error, as is.
+    NotSent { sqlstate: String, message: String },
 }
 
 /// Until its outcome is known, the entry of a batch that stops early (an error, a cancel)
 /// may or may not be chosen: its author is told so, and must not propose it again.
 const UNSETTLED: &str =
-    "the session proposing it stopped before it knew whether the batch was chosen";
+    "the process proposing it stopped before it knew whether the batch was chosen";
 
 impl Drop for Taken {
     fn drop(&mut self) {
@@ -487,13 +606,18 @@ impl Drop for Taken {
             return;
         }
         let mut shared = SHARED.exclusive();
-        settle(&mut shared.waiting[self.index], self.ticket, Err(UNSETTLED));
+        let unsettled = Failure::Unknown(UNSETTLED.to_owned());
+        settle(
+            &mut shared.waiting[self.index],
+            self.ticket,
+            Err(&unsettled),
+        );
     }
 }
 
 /// Hands the taken entry posted with `ticket` its outcome and wakes its author (or frees the
 /// slot if the author left). A slot that holds another post by now is left alone.
-fn settle(w: &mut WaitingSlot, ticket: u64, outcome: std::result::Result<i64, &str>) {
+fn settle(w: &mut WaitingSlot, ticket: u64, outcome: std::result::Result<i64, &Failure>) {
     if w.ticket != ticket || !w.is_in_batch() {
         return;
     }
@@ -506,7 +630,14 @@ fn settle(w: &mut WaitingSlot, ticket: u64, outcome: std::result::Result<i64, &s
             w.state = SlotState::Done;
             w.round = round;
         }
-        Err(message) => fail_slot(w, message),
+        Err(Failure::Unknown(message)) => fail_slot(w, message),
+        Err(Failure::NotSent { sqlstate, message }) => {
+            fail_slot(w, message);
+            w.state = SlotState::NotSent;
+            let code = sqlstate.as_bytes();
+            let len = code.len().min(w.sqlstate.len());
+            w.sqlstate[..len].copy_from_slice(&code[..len]);
+        }
     }
     w.taken_by = 0;
     wake(w.pid);
@@ -563,7 +694,7 @@ impl Turn {
         let mut posted: Vec<usize> = (0..WAITING)
             .filter(|&i| {
                 let w = &shared.waiting[i];
-                w.state == SlotState::Posted && w.key == self.key && w.len > 0
+                w.state == SlotState::Posted && w.key == self.key && !w.alone
             })
             .collect();
         posted.sort_by_key(|&i| shared.waiting[i].ticket);
@@ -572,8 +703,6 @@ impl Turn {
         for i in posted {
             let w = &mut shared.waiting[i];
             match serde_json::from_slice::<Entry>(&w.bytes[..w.len as usize]) {
-                // A membership change goes alone: its author proposes it.
-                Ok(entry) if entry.kind.changes_membership() => {}
                 Ok(entry) => {
                     w.state = SlotState::Taken;
                     w.taken_by = my_pid();
@@ -581,6 +710,7 @@ impl Turn {
                         index: i,
                         ticket: w.ticket,
                         entry,
+                        forwardable: w.forwardable,
                         settled: false,
                     });
                 }
@@ -594,7 +724,7 @@ impl Turn {
     pub fn finish(
         &self,
         taken: Vec<Taken>,
-        outcome: impl Fn(&Entry) -> std::result::Result<i64, String>,
+        outcome: impl Fn(&Entry) -> std::result::Result<i64, Failure>,
     ) {
         let mut shared = SHARED.exclusive();
         for mut t in taken {
@@ -602,7 +732,7 @@ impl Turn {
             settle(
                 &mut shared.waiting[t.index],
                 t.ticket,
-                result.as_ref().copied().map_err(String::as_str),
+                result.as_ref().copied(),
             );
             // Dropped with the lock held: it must not take it again.
             t.settled = true;

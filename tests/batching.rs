@@ -1,6 +1,7 @@
-//! Appends that wait on the leading node are proposed in one batch by whichever session's
-//! turn it is. A session that leaves while its entry is in another's batch must not hand the
-//! batch's outcome to whoever posts next.
+//! Without a proposer (here: no background worker slot left for it), appends that wait on
+//! the leading node are proposed in one batch by whichever session's turn it is. A session
+//! that leaves while its entry is in another's batch must not hand the batch's outcome to
+//! whoever posts next.
 mod common;
 
 use std::time::Duration;
@@ -77,10 +78,23 @@ fn signal(pid: i32, name: &str) {
 /// member ever saw.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_session_leaving_a_batch_does_not_pass_its_round_on() {
-    let cluster = start("batching", 3);
+    // Slots for the logical replication launcher, pg_paxos's launcher and the applier.
+    let cluster = start_with("batching", 3, &["max_worker_processes = 3"]);
     let clients = form_group(&cluster).await;
     let leader = leader_of(&cluster, &clients[0]).await;
     let observer = &clients[leader];
+    let proposers: i64 = observer
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_paxos proposer'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        proposers, 0,
+        "sessions propose themselves without a proposer"
+    );
     let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     for &i in &others {
         cluster.pause(i).expect("pause a member");

@@ -1,11 +1,13 @@
-//! Starting appliers. A launcher, started with the server, lists the databases and starts
-//! a short-lived scanner in each, which starts one applier per group found there. Appliers
-//! are dynamic workers that the postmaster restarts when they die; one that finds its group
-//! already served, or gone, exits for good.
+//! Starting the workers of groups. A launcher, started with the server, lists the databases
+//! and starts a short-lived scanner in each, which starts the applier and the proposer of
+//! each group found there. They are dynamic workers that the postmaster restarts when they
+//! die; one that finds its group already served, or gone, exits for good.
 use std::time::Duration;
 
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder};
 use pgrx::prelude::*;
+
+use crate::background::standard_signals;
 
 /// Seconds before the postmaster restarts a worker that died.
 const RESTART: Duration = Duration::from_secs(1);
@@ -22,18 +24,25 @@ pub fn register() {
         .load();
 }
 
-/// Starts the applier of `group` in database `database`.
-pub fn start_applier(database: u32, group: &str) -> Result<(), String> {
-    BackgroundWorkerBuilder::new(&format!("pg_paxos applier {group}"))
-        .set_type("pg_paxos applier")
-        .set_library("pg_paxos")
-        .set_function("pg_paxos_applier_main")
-        .enable_spi_access()
-        .set_restart_time(Some(RESTART))
-        .set_extra(&format!("{database}\n{group}"))
-        .load_dynamic()
-        .map(|_| ())
-        .map_err(|_| "no background worker slot is free (see max_worker_processes)".to_owned())
+/// Starts the workers of `group` in database `database`: its applier and its proposer
+/// (`leader::worker`).
+pub fn start_workers(database: u32, group: &str) -> Result<(), String> {
+    for role in ["applier", "proposer"] {
+        BackgroundWorkerBuilder::new(&format!("pg_paxos {role} {group}"))
+            .set_type(&format!("pg_paxos {role}"))
+            .set_library("pg_paxos")
+            .set_function(&format!("pg_paxos_{role}_main"))
+            .enable_spi_access()
+            .set_restart_time(Some(RESTART))
+            .set_extra(&format!("{database}\n{group}"))
+            .load_dynamic()
+            .map_err(|_| {
+                format!(
+                    "no background worker slot is free for its {role} (see max_worker_processes)"
+                )
+            })?;
+    }
+    Ok(())
 }
 
 /// Runs a scanner in `database` and waits for it to finish: one at a time, so that many
@@ -53,33 +62,6 @@ fn scan(database: u32) -> Result<(), String> {
     scanner
         .wait_for_shutdown()
         .map_err(|status| format!("the scanner ended as {status:?}"))
-}
-
-// PostgreSQL's own signal handlers, by their C names (pgrx wraps the Rust bindings).
-extern "C-unwind" {
-    #[link_name = "die"]
-    fn die_on_signal(signal: std::ffi::c_int);
-    #[link_name = "SignalHandlerForConfigReload"]
-    fn reload_on_signal(signal: std::ffi::c_int);
-}
-
-/// Ends the process on SIGTERM as a backend does (so waits on locks and peers end too), and
-/// reloads the configuration on SIGHUP.
-pub fn standard_signals() {
-    // SAFETY: PostgreSQL's own handlers, installed before signals are unblocked.
-    unsafe {
-        #[cfg(not(feature = "pg18"))]
-        {
-            pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(die_on_signal));
-            pg_sys::pqsignal(pg_sys::SIGHUP as i32, Some(reload_on_signal));
-        }
-        #[cfg(feature = "pg18")]
-        {
-            pg_sys::pqsignal_be(pg_sys::SIGTERM as i32, Some(die_on_signal));
-            pg_sys::pqsignal_be(pg_sys::SIGHUP as i32, Some(reload_on_signal));
-        }
-        pg_sys::BackgroundWorkerUnblockSignals();
-    }
 }
 
 #[pg_guard]
@@ -161,8 +143,8 @@ pub extern "C-unwind" fn pg_paxos_scanner_main(_arg: pg_sys::Datum) {
         .unwrap_or_default()
     });
     for group in groups {
-        if let Err(reason) = start_applier(database, &group) {
-            pgrx::warning!("could not start the applier of paxos group \"{group}\": {reason}");
+        if let Err(reason) = start_workers(database, &group) {
+            pgrx::warning!("could not start the workers of paxos group \"{group}\": {reason}");
         }
     }
 }

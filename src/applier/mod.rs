@@ -3,7 +3,8 @@
 //! context no user session shares (see `replication::statement` for the replay context).
 //!
 //! - `launcher`: a worker started with the server finds the groups of every database and
-//!   starts their appliers; creating or joining a group starts its applier too.
+//!   starts their appliers (and proposers, see `leader::worker`); creating or joining a
+//!   group starts them too.
 //! - `worker`: the applier's loop: learn, apply a batch in one transaction, publish, and on
 //!   the leading member tell the others what was chosen once the group goes idle.
 //! - `shared`: what appliers and waiting sessions share in shared memory.
@@ -62,9 +63,9 @@ unsafe extern "C-unwind" fn transaction_end(
                 shared::wake_applier(&key);
             }
             for key in NEW_GROUPS.with(|n| std::mem::take(&mut *n.borrow_mut())) {
-                if let Err(reason) = launcher::start_applier(key.database(), &key.name()) {
+                if let Err(reason) = launcher::start_workers(key.database(), &key.name()) {
                     pgrx::warning!(
-                        "could not start the applier of paxos group \"{}\": {reason}; it \
+                        "could not start the workers of paxos group \"{}\": {reason}; it \
                          starts with the server next time",
                         key.name()
                     );
@@ -305,7 +306,7 @@ unsafe extern "C-unwind" fn release_at_exit(_code: std::ffi::c_int, _arg: pg_sys
     shared::stop_waiting(my_pid());
 }
 
-/// Starts the applier of `group`, which this transaction creates or joins, once it commits.
+/// Starts the workers of `group`, which this transaction creates or joins, once it commits.
 pub fn start_at_commit(group: &str) -> Result<()> {
     let key = Key::of(group)?;
     NEW_GROUPS.with(|n| n.borrow_mut().push(key));

@@ -8,7 +8,7 @@
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 
-use crate::node::Key;
+use crate::node::{alive, Key};
 
 /// Groups with an applier on this node at once.
 const GROUPS: usize = 32;
@@ -106,12 +106,6 @@ static SHARED: PgLwLock<Shared> = unsafe { PgLwLock::new(c"pg_paxos appliers") }
 /// Reserves the shared memory; called from `_PG_init` in the postmaster.
 pub fn init() {
     pg_shmem_init!(SHARED);
-}
-
-/// Whether a process still runs (a pid of a process that exited reads as gone).
-fn alive(pid: i32) -> bool {
-    // SAFETY: looks the pid up in the proc array; null when no such process is attached.
-    pid != 0 && unsafe { !pg_sys::BackendPidGetProc(pid).is_null() }
 }
 
 /// What the waiting sessions see of a group's applier.

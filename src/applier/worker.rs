@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 
-use super::{launcher, shared};
+use super::shared;
+use crate::background::{self, exit, in_transaction, settle_session, sleep, standard_signals};
 use crate::error::{PaxosError, Result};
 use crate::messages::AnnounceRequest;
 use crate::multipaxos::{to_each, Log};
@@ -52,19 +53,16 @@ const GROUP_GRACE: Duration = Duration::from_secs(30);
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn pg_paxos_applier_main(_arg: pg_sys::Datum) {
-    launcher::standard_signals();
-    let extra = BackgroundWorker::get_extra().to_owned();
-    let Some((database, group)) = extra.split_once('\n') else {
+    standard_signals();
+    let Some((database, group)) = background::group_of_worker() else {
         return;
     };
-    let Ok(database) = database.parse::<u32>() else {
-        return;
-    };
+    let group = group.as_str();
     let Ok(key) = Key::in_database(database, group) else {
         return;
     };
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(database)), None);
-    settle_session(group);
+    settle_session(&format!("pg_paxos applier {group}"));
     // SAFETY: set once at process start.
     let pid = unsafe { pg_sys::MyProcPid };
     if !shared::claim(&key, pid) {
@@ -124,85 +122,6 @@ unsafe extern "C-unwind" fn unclaim(_code: std::ffi::c_int, _arg: pg_sys::Datum)
         // SAFETY: set once at process start.
         shared::release(&key, unsafe { pg_sys::MyProcPid });
     }
-}
-
-fn exit(code: i32) -> ! {
-    // SAFETY: ends the process through PostgreSQL's exit path (callbacks run); an exit code
-    // of 0 tells the postmaster not to start this worker again.
-    unsafe { pg_sys::proc_exit(code) }
-}
-
-/// The session settings of an applier: its name in pg_stat_activity; pg_paxos's own
-/// catalog work immune to objects users create (operators and functions resolve in
-/// pg_catalog only); and commits that do not wait for this node's disk. What it commits is
-/// chosen already, durable on a majority of acceptors: a crash loses at most the tail of
-/// its work, and the applied position with it (one transaction), so it applies that again.
-fn settle_session(group: &str) {
-    let name = std::ffi::CString::new(format!("pg_paxos applier {group}")).unwrap_or_default();
-    // SAFETY: reports the name, and sets session defaults (the replay context pins its own
-    // settings over them and restores them after each entry).
-    unsafe {
-        pg_sys::pgstat_report_appname(name.as_ptr());
-        for (setting, value) in [
-            (c"search_path", c"pg_catalog, pg_temp"),
-            (c"synchronous_commit", c"off"),
-        ] {
-            pg_sys::SetConfigOption(
-                setting.as_ptr(),
-                value.as_ptr(),
-                pg_sys::GucContext::PGC_SUSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-            );
-        }
-    }
-}
-
-/// Sleeps on the latch for at most `pause`; ends the process on SIGTERM, reloads the
-/// configuration on SIGHUP.
-fn sleep(pause: Duration) {
-    // SAFETY: reports statistics outside any transaction; waits on this process's own
-    // latch; the flag is PostgreSQL's.
-    unsafe {
-        // A background worker's reads and writes reach pg_stat_* only when it reports them
-        // (at most once a second; PostgreSQL keeps the rest pending until the next call).
-        pg_sys::pgstat_report_stat(false);
-        if !pause.is_zero() {
-            pg_sys::WaitLatch(
-                pg_sys::MyLatch,
-                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-                pause.as_millis().max(1) as _,
-                pg_sys::PG_WAIT_EXTENSION,
-            );
-            pg_sys::ResetLatch(pg_sys::MyLatch);
-        }
-        check_for_interrupts!();
-        if pg_sys::ConfigReloadPending != 0 {
-            pg_sys::ConfigReloadPending = 0;
-            pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
-        }
-    }
-}
-
-/// Runs `f` in a transaction of its own, committed when it succeeds and rolled back
-/// otherwise. (An error PostgreSQL raises ends the process; the postmaster restarts it.)
-fn in_transaction<R>(f: impl FnOnce() -> Result<R>) -> Result<R> {
-    // SAFETY: the applier is between transactions whenever it calls this.
-    unsafe {
-        pg_sys::SetCurrentStatementStartTimestamp();
-        pg_sys::StartTransactionCommand();
-        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-    }
-    let result = f();
-    // SAFETY: ends the transaction started above.
-    unsafe {
-        pg_sys::PopActiveSnapshot();
-        if result.is_ok() {
-            pg_sys::CommitTransactionCommand();
-        } else {
-            pg_sys::AbortCurrentTransaction();
-        }
-    }
-    result
 }
 
 struct Applier {

@@ -1,9 +1,12 @@
 //! Appending to a group's log through one leader.
 //!
-//! - An append made on a member that does not lead goes to the member that does, once (the
-//!   leader never passes it on), so members do not take leadership from each other.
-//! - On the leading node, appends wait for their turn; the backend whose turn it is proposes
-//!   every waiting entry at consecutive rounds in one accept request (see `node`).
+//! - Appends wait for their group's turn on their node (see `node`), which its proposer
+//!   (`worker`) takes while it runs: it sends every waiting entry in one batch. Without a
+//!   proposer, the backend whose turn it is does.
+//! - A batch made on a member that does not lead goes to the member that does, in one
+//!   request, once (the leader never passes it on), so members do not take leadership from
+//!   each other. On the leading node, a batch goes at consecutive rounds in one accept
+//!   request.
 //! - Leading is phase 1 for every round from the next one on, done once per ballot; the
 //!   rounds where it finds values accepted under earlier ballots get those values first.
 //! - An entry moves to a later round only once every round it was proposed at is decided
@@ -20,8 +23,10 @@ use crate::gucs;
 use crate::ids;
 use crate::messages::*;
 use crate::multipaxos::{backoff, Batch, Log};
-use crate::node::{self, Turn, Waited};
+use crate::node::{self, Failure, Taken, Turn, Waited};
 use crate::peers::{self, endpoint_sql, parse, Delivery};
+
+pub mod worker;
 
 /// The most entries one accept request carries.
 const MAX_BATCH: usize = 64;
@@ -47,26 +52,143 @@ fn sending() {
 /// Appends `entry` at the end of the group's log; returns the round it was chosen at.
 pub fn append(group: &str, proposer: &str, entry: Entry) -> Result<i64> {
     catalog::require_group(group)?;
-    if !entry.kind.changes_membership() && node::forwarding_allowed(group) {
+    // A membership change is decided here, by the member that makes it.
+    let forwardable = !entry.kind.changes_membership();
+    let mut outcomes = append_all(group, proposer, vec![entry], forwardable)?;
+    outcomes.remove(0)
+}
+
+/// Gets `entries` appended through this node's batches: its proposer's, or this backend's
+/// own when its turn comes. One outcome per entry, in order.
+fn append_all(
+    group: &str,
+    proposer: &str,
+    entries: Vec<Entry>,
+    forwardable: bool,
+) -> Result<Vec<Result<i64>>> {
+    sending();
+    let mut posts = entries
+        .iter()
+        .map(|e| node::post(group, e, forwardable))
+        .collect::<Result<Vec<_>>>()?;
+    let mut outcomes = Vec::with_capacity(entries.len());
+    for (entry, posted) in entries.into_iter().zip(&mut posts) {
+        outcomes.push(match node::wait_for_turn(group, posted)? {
+            Waited::Appended(round) => Ok(round),
+            Waited::Failed(reason) => Err(PaxosError::OutcomeUnknown { reason }),
+            Waited::NotSent { sqlstate, message } => {
+                Err(PaxosError::OwnSession { sqlstate, message })
+            }
+            Waited::Turn(turn) => {
+                // A membership change alters the voters of the rounds after it: it goes alone.
+                let taken = if entry.kind.changes_membership() {
+                    Vec::new()
+                } else {
+                    turn.take_posted(MAX_BATCH - 1)
+                };
+                let id = entry.id.clone();
+                run_batch(group, proposer, &turn, Some((entry, forwardable)), taken)
+                    .and_then(|mut rounds| own_outcome(rounds.remove(&id)))
+            }
+        });
+    }
+    Ok(outcomes)
+}
+
+fn own_outcome(outcome: Option<std::result::Result<i64, String>>) -> Result<i64> {
+    match outcome {
+        Some(Ok(round)) => Ok(round),
+        Some(Err(reason)) => Err(PaxosError::OutcomeUnknown { reason }),
+        None => Err(PaxosError::OutcomeUnknown {
+            reason: LOST.to_owned(),
+        }),
+    }
+}
+
+const LOST: &str = "pg_paxos: the entry was lost from its batch";
+
+/// Per entry id, the round it was chosen at, or why its outcome is unknown.
+type Outcomes = HashMap<String, std::result::Result<i64, String>>;
+
+/// Sends `own` (the entry of the backend whose turn it is, if any) and the entries `taken`
+/// from other backends in one batch, and hands each taken entry its outcome.
+fn run_batch(
+    group: &str,
+    proposer: &str,
+    turn: &Turn,
+    own: Option<(Entry, bool)>,
+    taken: Vec<Taken>,
+) -> Result<Outcomes> {
+    let forwardable = own.as_ref().is_none_or(|(_, f)| *f) && taken.iter().all(|t| t.forwardable);
+    let mut entries: Vec<Entry> = own.into_iter().map(|(e, _)| e).collect();
+    entries.extend(taken.iter().map(|t| t.entry.clone()));
+    let result = send(group, proposer, turn, entries, forwardable);
+    match &result {
+        Ok(outcomes) => turn.finish(taken, |e| match outcomes.get(&e.id) {
+            Some(Ok(round)) => Ok(*round),
+            Some(Err(reason)) => Err(Failure::Unknown(reason.clone())),
+            None => Err(Failure::Unknown(LOST.to_owned())),
+        }),
+        Err(error @ PaxosError::OutcomeUnknown { .. }) => {
+            let reason = format!("the batch it was proposed in failed: {error}");
+            turn.finish(taken, |_| Err(Failure::Unknown(reason.clone())));
+        }
+        // Every error but that one comes before anything was sent (see `propose`).
+        Err(error) => {
+            let failure = Failure::NotSent {
+                sqlstate: error.sqlstate_text(),
+                message: error.to_string(),
+            };
+            turn.finish(taken, |_| Err(failure.clone()));
+        }
+    }
+    result
+}
+
+/// Gets `entries` chosen: through the member that leads when this node does not and they
+/// may go there, else through this node's leadership.
+fn send(
+    group: &str,
+    proposer: &str,
+    turn: &Turn,
+    entries: Vec<Entry>,
+    forwardable: bool,
+) -> Result<Outcomes> {
+    if forwardable && node::forwarding_allowed(group) {
         if let (Some(leader), _) = catalog::leader(group)? {
-            if let Some(round) = forward(group, &leader, &entry)? {
-                return Ok(round);
+            if let Some(outcomes) = forward(group, &leader, &entries)? {
+                return Ok(outcomes);
             }
         }
     }
-    append_here(group, proposer, entry)
+    let mut log = Log::open(group, proposer)?;
+    let rounds = propose(&mut log, turn, entries)?;
+    Ok(rounds
+        .into_iter()
+        .map(|(id, round)| (id, Ok(round)))
+        .collect())
 }
 
-/// Sends the append to the leading member. `None` when it never got there.
-fn forward(group: &str, leader: &str, entry: &Entry) -> Result<Option<i64>> {
+/// Sends the entries to the leading member, in one request. `None` when they never got
+/// there.
+fn forward(group: &str, leader: &str, entries: &[Entry]) -> Result<Option<Outcomes>> {
     let request = SubmitRequest {
         group: group.to_owned(),
-        entry: entry.clone(),
+        entries: entries.to_vec(),
     };
-    sending();
     let failure = match peers::deliver(leader, endpoint_sql("paxos_submit", &request)) {
         Delivery::Answer(text) => match parse::<SubmitResponse>(&text) {
-            Ok(reply) => return Ok(Some(reply.round)),
+            Ok(reply) if reply.outcomes.len() == entries.len() => {
+                let outcomes = entries.iter().zip(reply.outcomes).map(|(e, o)| {
+                    let outcome = match o {
+                        Submitted::Chosen(round) => Ok(round),
+                        Submitted::Unknown(reason) => Err(reason),
+                    };
+                    (e.id.clone(), outcome)
+                });
+                return Ok(Some(outcomes.collect()));
+            }
+            Ok(_) => Some("it answered for other entries".to_owned()),
             Err(reason) => Some(reason),
         },
         Delivery::Unknown(reason) => Some(reason),
@@ -84,40 +206,13 @@ fn forward(group: &str, leader: &str, entry: &Entry) -> Result<Option<i64>> {
     }
 }
 
-/// Appends `entry` through this node's leadership of the group.
-fn append_here(group: &str, proposer: &str, entry: Entry) -> Result<i64> {
-    sending();
-    let mut posted = node::post(group, &entry)?;
-    let turn = match node::wait_for_turn(group, &mut posted)? {
-        Waited::Appended(round) => return Ok(round),
-        Waited::Failed(reason) => return Err(PaxosError::OutcomeUnknown { reason }),
-        Waited::Turn(turn) => turn,
-    };
-    // A membership change alters the voters of the rounds after it: it goes alone.
-    let taken = if entry.kind.changes_membership() {
-        Vec::new()
-    } else {
-        turn.take_posted(MAX_BATCH - 1)
-    };
-    let mut entries = vec![entry.clone()];
-    entries.extend(taken.iter().map(|t| t.entry.clone()));
-    let result = Log::open(group, proposer).and_then(|mut log| propose(&mut log, &turn, entries));
-    match result {
-        Ok(rounds) => {
-            turn.finish(taken, |e| {
-                rounds
-                    .get(&e.id)
-                    .copied()
-                    .ok_or_else(|| "pg_paxos: the entry was lost from its batch".to_owned())
-            });
-            Ok(rounds[&entry.id])
-        }
-        Err(error) => {
-            let reason = format!("the batch it was proposed in failed: {error}");
-            turn.finish(taken, |_| Err(reason.clone()));
-            Err(error)
-        }
+/// What the group's proposer does with its turn: sends every entry waiting (see `worker`).
+pub fn propose_waiting(group: &str, turn: &Turn) -> Result<()> {
+    let taken = turn.take_posted(MAX_BATCH);
+    if !taken.is_empty() {
+        run_batch(group, worker::PROPOSER, turn, None, taken)?;
     }
+    Ok(())
 }
 
 /// Proposes `pending` at the end of the log; returns the round each entry was chosen at.
@@ -301,19 +396,31 @@ fn noop() -> Entry {
 mod pgp_metadata {
     use super::*;
 
-    /// Appends an entry made on another member, which takes this node for the leader.
+    /// Appends entries made on another member, which takes this node for the leader.
     #[pg_extern(volatile, parallel_unsafe)]
     fn paxos_submit(request: &str) -> String {
         crate::acceptor::serve(request, |req: SubmitRequest| {
             catalog::require_group(&req.group)?;
-            if req.entry.kind.changes_membership() {
+            if req.entries.len() > MAX_BATCH {
+                return Err(PaxosError::InvalidArgument {
+                    what: "request",
+                    reason: format!("it carries more than {MAX_BATCH} entries"),
+                });
+            }
+            if req.entries.iter().any(|e| e.kind.changes_membership()) {
                 return Err(PaxosError::InvalidArgument {
                     what: "entry",
                     reason: "membership changes are not sent to the leader".into(),
                 });
             }
-            let round = append_here(&req.group, "forwarded", req.entry)?;
-            Ok(SubmitResponse { round })
+            let outcomes = append_all(&req.group, "forwarded", req.entries, false)?;
+            let outcomes = outcomes.into_iter().map(|o| match o {
+                Ok(round) => Submitted::Chosen(round),
+                Err(error) => Submitted::Unknown(error.to_string()),
+            });
+            Ok(SubmitResponse {
+                outcomes: outcomes.collect(),
+            })
         })
     }
 }
