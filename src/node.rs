@@ -133,7 +133,7 @@ impl GroupSlot {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum SlotState {
     Free,
-    /// Waiting; `bytes` holds the entry when `len > 0`, else its author keeps it.
+    /// Waiting; its payload holds the entry when `len > 0`, else its author keeps it.
     Posted,
     /// In a batch being proposed.
     Taken,
@@ -142,9 +142,10 @@ enum SlotState {
     Abandoned,
     /// Appended at `round`.
     Done,
-    /// The batch failed; `bytes` holds the message.
+    /// The batch failed; its payload holds the message.
     Failed,
-    /// The batch failed before it was sent; `bytes` holds the message, `sqlstate` its code.
+    /// The batch failed before it was sent; its payload holds the message, `sqlstate` its
+    /// code.
     NotSent,
 }
 
@@ -163,11 +164,11 @@ struct WaitingSlot {
     /// never does).
     forwardable: bool,
     /// Whether its author proposes it alone (a membership change, or an entry too large
-    /// for `bytes`).
+    /// for a payload).
     alone: bool,
     sqlstate: [u8; 5],
+    /// How many bytes of the slot's payload are used.
     len: u32,
-    bytes: [u8; ENTRY_BYTES],
 }
 
 /// The group's proposer on this node.
@@ -182,6 +183,9 @@ pub struct Shared {
     clock: u64,
     groups: [GroupSlot; GROUPS],
     waiting: [WaitingSlot; WAITING],
+    /// Each waiting slot's entry or message, apart, so that looking through the slots
+    /// touches a few kilobytes rather than every payload.
+    payloads: [[u8; ENTRY_BYTES]; WAITING],
     proposers: [ProposerSlot; GROUPS],
 }
 
@@ -218,8 +222,8 @@ impl Default for Shared {
                 alone: false,
                 sqlstate: [b'0'; 5],
                 len: 0,
-                bytes: [0; ENTRY_BYTES],
             }; WAITING],
+            payloads: [[0; ENTRY_BYTES]; WAITING],
             proposers: [ProposerSlot { key, pid: 0 }; GROUPS],
         }
     }
@@ -388,13 +392,14 @@ unsafe extern "C-unwind" fn release_all(_code: std::ffi::c_int, _arg: pg_sys::Da
             shared.wake_waiters(&key);
         }
     }
-    for w in shared.waiting.iter_mut() {
+    for i in 0..WAITING {
+        let w = shared.waiting[i];
         if w.is_in_batch() && w.taken_by == pid {
-            let ticket = w.ticket;
-            settle(w, ticket, Err(&Failure::Unknown(UNSETTLED.to_owned())));
+            let unsettled = Failure::Unknown(UNSETTLED.to_owned());
+            shared.settle(i, w.ticket, Err(&unsettled));
         }
         if w.pid == pid {
-            w.leave();
+            shared.waiting[i].leave();
         }
     }
 }
@@ -466,7 +471,7 @@ pub fn post(group: &str, entry: &Entry, forwardable: bool) -> Result<Posted> {
     w.alone = !shareable || entry.kind.changes_membership();
     if shareable {
         w.len = json.len() as u32;
-        w.bytes[..json.len()].copy_from_slice(&json);
+        shared.payloads[i][..json.len()].copy_from_slice(&json);
     } else {
         w.len = 0;
     }
@@ -505,19 +510,16 @@ pub fn wait_for_turn(group: &str, posted: &mut Posted) -> Result<Waited> {
             let mut in_a_batch = false;
             // An entry without a slot (all taken) is proposed by its author too.
             let mut alone = true;
-            if let Some(w) = posted.in_shared(&mut shared) {
+            let current = posted.in_shared(&mut shared).copied();
+            if let Some((w, (i, _))) = current.zip(posted.slot) {
                 alone = w.alone;
                 match w.state {
                     SlotState::Done => return Ok(Waited::Appended(w.round)),
-                    SlotState::Failed => {
-                        let message = String::from_utf8_lossy(&w.bytes[..w.len as usize]);
-                        return Ok(Waited::Failed(message.into_owned()));
-                    }
+                    SlotState::Failed => return Ok(Waited::Failed(shared.message(i))),
                     SlotState::NotSent => {
-                        let message = String::from_utf8_lossy(&w.bytes[..w.len as usize]);
                         return Ok(Waited::NotSent {
                             sqlstate: String::from_utf8_lossy(&w.sqlstate).into_owned(),
-                            message: message.into_owned(),
+                            message: shared.message(i),
                         });
                     }
                     // While its entry is in another session's batch, a session waits for
@@ -607,40 +609,55 @@ impl Drop for Taken {
         }
         let mut shared = SHARED.exclusive();
         let unsettled = Failure::Unknown(UNSETTLED.to_owned());
-        settle(
-            &mut shared.waiting[self.index],
-            self.ticket,
-            Err(&unsettled),
-        );
+        shared.settle(self.index, self.ticket, Err(&unsettled));
     }
 }
 
-/// Hands the taken entry posted with `ticket` its outcome and wakes its author (or frees the
-/// slot if the author left). A slot that holds another post by now is left alone.
-fn settle(w: &mut WaitingSlot, ticket: u64, outcome: std::result::Result<i64, &Failure>) {
-    if w.ticket != ticket || !w.is_in_batch() {
-        return;
-    }
-    if w.state == SlotState::Abandoned {
-        w.state = SlotState::Free;
-        return;
-    }
-    match outcome {
-        Ok(round) => {
-            w.state = SlotState::Done;
-            w.round = round;
+impl Shared {
+    /// Hands the taken entry posted in slot `i` with `ticket` its outcome and wakes its
+    /// author (or frees the slot if the author left). A slot that holds another post by now
+    /// is left alone.
+    fn settle(&mut self, i: usize, ticket: u64, outcome: std::result::Result<i64, &Failure>) {
+        let w = &mut self.waiting[i];
+        if w.ticket != ticket || !w.is_in_batch() {
+            return;
         }
-        Err(Failure::Unknown(message)) => fail_slot(w, message),
-        Err(Failure::NotSent { sqlstate, message }) => {
-            fail_slot(w, message);
-            w.state = SlotState::NotSent;
-            let code = sqlstate.as_bytes();
-            let len = code.len().min(w.sqlstate.len());
-            w.sqlstate[..len].copy_from_slice(&code[..len]);
+        if w.state == SlotState::Abandoned {
+            w.state = SlotState::Free;
+            return;
         }
+        match outcome {
+            Ok(round) => {
+                w.state = SlotState::Done;
+                w.round = round;
+            }
+            Err(Failure::Unknown(message)) => self.fail(i, SlotState::Failed, message),
+            Err(Failure::NotSent { sqlstate, message }) => {
+                self.fail(i, SlotState::NotSent, message);
+                let code = sqlstate.as_bytes();
+                let w = &mut self.waiting[i];
+                let len = code.len().min(w.sqlstate.len());
+                w.sqlstate[..len].copy_from_slice(&code[..len]);
+            }
+        }
+        let w = &mut self.waiting[i];
+        w.taken_by = 0;
+        wake(w.pid);
     }
-    w.taken_by = 0;
-    wake(w.pid);
+
+    /// Puts slot `i` in the failed `state`, with `message` as its payload.
+    fn fail(&mut self, i: usize, state: SlotState, message: &str) {
+        let bytes = message.as_bytes();
+        let len = bytes.len().min(ENTRY_BYTES);
+        self.payloads[i][..len].copy_from_slice(&bytes[..len]);
+        self.waiting[i].len = len as u32;
+        self.waiting[i].state = state;
+    }
+
+    /// The message slot `i` failed with.
+    fn message(&self, i: usize) -> String {
+        String::from_utf8_lossy(&self.payloads[i][..self.waiting[i].len as usize]).into_owned()
+    }
 }
 
 impl Turn {
@@ -701,9 +718,10 @@ impl Turn {
         posted.truncate(max);
         let mut taken = Vec::new();
         for i in posted {
-            let w = &mut shared.waiting[i];
-            match serde_json::from_slice::<Entry>(&w.bytes[..w.len as usize]) {
+            let len = shared.waiting[i].len as usize;
+            match serde_json::from_slice::<Entry>(&shared.payloads[i][..len]) {
                 Ok(entry) => {
+                    let w = &mut shared.waiting[i];
                     w.state = SlotState::Taken;
                     w.taken_by = my_pid();
                     taken.push(Taken {
@@ -714,7 +732,11 @@ impl Turn {
                         settled: false,
                     });
                 }
-                Err(_) => fail_slot(w, "pg_paxos: a waiting entry could not be read"),
+                Err(_) => shared.fail(
+                    i,
+                    SlotState::Failed,
+                    "pg_paxos: a waiting entry could not be read",
+                ),
             }
         }
         taken
@@ -729,11 +751,7 @@ impl Turn {
         let mut shared = SHARED.exclusive();
         for mut t in taken {
             let result = outcome(&t.entry);
-            settle(
-                &mut shared.waiting[t.index],
-                t.ticket,
-                result.as_ref().copied(),
-            );
+            shared.settle(t.index, t.ticket, result.as_ref().copied());
             // Dropped with the lock held: it must not take it again.
             t.settled = true;
         }
@@ -777,12 +795,4 @@ pub fn suspend_forwarding(group: &str, duration: std::time::Duration) {
     if let Some(g) = shared.group_mut(&key) {
         g.no_forward_until = now() + duration.as_micros() as i64;
     }
-}
-
-fn fail_slot(w: &mut WaitingSlot, message: &str) {
-    let bytes = message.as_bytes();
-    let len = bytes.len().min(ENTRY_BYTES);
-    w.bytes[..len].copy_from_slice(&bytes[..len]);
-    w.len = len as u32;
-    w.state = SlotState::Failed;
 }
