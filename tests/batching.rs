@@ -44,25 +44,6 @@ async fn until_waiting_in_line(observer: &Client, pid: i32, waiting: bool) {
     .await
 }
 
-async fn until_gone(observer: &Client, pid: i32) {
-    eventually(LIMIT, || async {
-        let count: i64 = observer
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
-                &[&pid],
-            )
-            .await
-            .map_err(|e| e.to_string())?
-            .get(0);
-        if count == 0 {
-            Ok(())
-        } else {
-            Err(format!("backend {pid} still runs"))
-        }
-    })
-    .await
-}
-
 fn signal(pid: i32, name: &str) {
     let status = std::process::Command::new("kill")
         .args([&format!("-{name}"), &pid.to_string()])
@@ -113,21 +94,21 @@ async fn a_session_leaving_a_batch_does_not_pass_its_round_on() {
     let (t2, t2_pid) = patient_session(&cluster, leader).await;
     let t2_append = tokio::spawn(async move { append(&t2, "t2").await });
     until_waiting_in_line(observer, t2_pid, true).await;
-    cancel(observer, t1_pid).await;
+    cancel_backend(observer, t1_pid).await;
     let t1_outcome = t1_append.await.unwrap();
     assert_eq!(sqlstate(&t1_outcome).as_deref(), Some("40003"));
     until_waiting_in_line(observer, t2_pid, false).await;
 
     // A is cancelled while its entry is in T2's batch, and its session ends.
     signal(a_pid, "CONT");
-    cancel(observer, a_pid).await;
+    cancel_backend(observer, a_pid).await;
     let a_outcome = a_append.await.unwrap();
     assert_eq!(
         sqlstate(&a_outcome).as_deref(),
         Some("40003"),
         "its entry may be chosen"
     );
-    until_gone(observer, a_pid).await;
+    until_backend_gone(observer, a_pid).await;
 
     // P posts next, and waits for T2's batch to end.
     let (p, p_pid) = patient_session(&cluster, leader).await;
@@ -156,13 +137,4 @@ async fn a_session_leaving_a_batch_does_not_pass_its_round_on() {
         .filter(|e| e.value.as_deref() == Some("a"))
         .count();
     assert!(copies <= 1, "a landed {copies} times");
-}
-
-async fn cancel(observer: &Client, pid: i32) {
-    let sent: bool = observer
-        .query_one("SELECT pg_cancel_backend($1)", &[&pid])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(sent, "cancel backend {pid}");
 }

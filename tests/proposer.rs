@@ -213,10 +213,7 @@ async fn a_session_leaving_the_proposers_batch_does_not_pass_its_round_on() {
     let a_pid = backend_pid(&a).await;
     let a_append = tokio::spawn(async move { append(&a, "a").await });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    observer
-        .query_one("SELECT pg_cancel_backend($1)", &[&a_pid])
-        .await
-        .unwrap();
+    cancel_backend(observer, a_pid).await;
     let a_outcome = a_append.await.unwrap();
     assert_eq!(
         sqlstate(&a_outcome).as_deref(),
@@ -224,22 +221,7 @@ async fn a_session_leaving_the_proposers_batch_does_not_pass_its_round_on() {
         "its entry may be chosen"
     );
     // A's session ends (its client is gone).
-    eventually(LIMIT, || async {
-        let count: i64 = observer
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
-                &[&a_pid],
-            )
-            .await
-            .map_err(|e| e.to_string())?
-            .get(0);
-        if count == 0 {
-            Ok(())
-        } else {
-            Err(format!("backend {a_pid} still runs"))
-        }
-    })
-    .await;
+    until_backend_gone(observer, a_pid).await;
 
     // P posts next, while A's entry is still in the batch.
     let p = connect(&cluster, leader).await;

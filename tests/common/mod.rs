@@ -248,3 +248,33 @@ pub async fn backend_pid(session: &Client) -> i32 {
         .unwrap()
         .get(0)
 }
+
+/// Waits until backend `pid` has exited (its client is gone).
+pub async fn until_backend_gone(observer: &Client, pid: i32) {
+    eventually(Duration::from_secs(30), || async {
+        let count: i64 = observer
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        if count == 0 {
+            Ok(())
+        } else {
+            Err(format!("backend {pid} still runs"))
+        }
+    })
+    .await
+}
+
+/// Cancels the statement backend `pid` runs.
+pub async fn cancel_backend(observer: &Client, pid: i32) {
+    let sent: bool = observer
+        .query_one("SELECT pg_cancel_backend($1)", &[&pid])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(sent, "cancel backend {pid}");
+}
