@@ -143,6 +143,11 @@ async fn bad_arguments_are_refused_and_change_nothing() {
         (r#"SELECT pgp_metadata.paxos_accept('{"group":"g","first_round":1,"ballot":{"number":1,"proposer":"x"},"entries":[]}')"#.to_owned(), "22023"),
         (r#"SELECT pgp_metadata.paxos_submit('{"group":"zz","entries":[{"id":"1","kind":"value","value":"v"}]}')"#.to_owned(), "42704"),
         (r#"SELECT pgp_metadata.paxos_submit('{"group":"g","entries":[{"id":"1","kind":"join","value":"host=127.0.0.1"}]}')"#.to_owned(), "22023"),
+        // More entries than one batch carries.
+        (format!(
+            r#"SELECT pgp_metadata.paxos_submit('{{"group":"g","entries":[{}]}}')"#,
+            [r#"{"id":"1","kind":"value","value":"v"}"#; 65].join(",")
+        ), "22023"),
         (r#"SELECT pgp_metadata.paxos_learn('{"group":"zz","decisions":[]}')"#.to_owned(), "42704"),
         (r#"SELECT pgp_metadata.paxos_chosen('{"group":"zz","from_round":0,"through_round":9,"limit":5}')"#.to_owned(), "42704"),
         (r#"SELECT pgp_metadata.paxos_max_round('{"group":"zz"}')"#.to_owned(), "42704"),
