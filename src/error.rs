@@ -130,13 +130,18 @@ fn packed(sqlstate: &str) -> isize {
         .sum()
 }
 
+/// The five characters of a packed SQLSTATE (the inverse of `packed`).
+pub fn spelled(code: PgSqlErrorCode) -> String {
+    let packed = code as isize;
+    (0..5)
+        .map(|i| (((packed >> (6 * i)) & 0x3F) as u8 + b'0') as char)
+        .collect()
+}
+
 impl PaxosError {
     /// The error's SQLSTATE as its five characters.
     pub fn sqlstate_text(&self) -> String {
-        let packed = self.sqlstate() as isize;
-        (0..5)
-            .map(|i| (((packed >> (6 * i)) & 0x3F) as u8 + b'0') as char)
-            .collect()
+        spelled(self.sqlstate())
     }
 
     fn sqlstate(&self) -> PgSqlErrorCode {

@@ -263,10 +263,7 @@ pub fn sqlstate(error: &CaughtError) -> String {
         CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r,
         CaughtError::RustPanic { ereport, .. } => ereport,
     };
-    let code = report.sql_error_code() as isize;
-    (0..5)
-        .map(|i| (((code >> (6 * i)) & 0x3F) as u8 + b'0') as char)
-        .collect()
+    crate::error::spelled(report.sql_error_code())
 }
 
 /// The message of a caught error.
