@@ -5,6 +5,7 @@ use std::time::Duration;
 use pgrx::prelude::*;
 
 use crate::error::Result;
+use crate::node::Key;
 
 // PostgreSQL's own signal handlers, by their C names (pgrx wraps the Rust bindings).
 extern "C-unwind" {
@@ -38,7 +39,7 @@ pub fn standard_signals() {
 /// pg_catalog only); and commits that do not wait for this node's disk. What a worker
 /// commits is chosen already, durable on a majority of acceptors: a crash loses at most the
 /// tail of its work (one transaction), which it does again.
-pub fn settle_session(name: &str) {
+fn settle_session(name: &str) {
     let name = std::ffi::CString::new(name).unwrap_or_default();
     // SAFETY: reports the name, and sets session defaults (the replay context pins its own
     // settings over them and restores them after each entry).
@@ -113,10 +114,20 @@ pub fn exit(code: i32) -> ! {
     unsafe { pg_sys::proc_exit(code) }
 }
 
-/// The group a group's worker serves, from the extra data it was registered with
-/// ("database\ngroup").
-pub fn group_of_worker() -> Option<(u32, String)> {
+/// Starts a group's worker (`role` is "applier" or "proposer"): installs its signals,
+/// reads which group it serves from the data it was registered with ("database\ngroup"),
+/// connects to that database and settles its session. `None` when that data is malformed.
+pub fn start_group_worker(role: &str) -> Option<(String, Key)> {
+    standard_signals();
     let extra = pgrx::bgworkers::BackgroundWorker::get_extra();
     let (database, group) = extra.split_once('\n')?;
-    Some((database.parse().ok()?, group.to_owned()))
+    let database: u32 = database.parse().ok()?;
+    let key = Key::in_database(database, group).ok()?;
+    let group = group.to_owned();
+    pgrx::bgworkers::BackgroundWorker::connect_worker_to_spi_by_oid(
+        Some(pg_sys::Oid::from(database)),
+        None,
+    );
+    settle_session(&format!("pg_paxos {role} {group}"));
+    Some((group, key))
 }

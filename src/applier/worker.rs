@@ -12,11 +12,10 @@
 //!    needs rounds every answering member forgot copies one's state instead.
 use std::time::{Duration, Instant};
 
-use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 
 use super::shared;
-use crate::background::{self, exit, in_transaction, settle_session, sleep, standard_signals};
+use crate::background::{self, exit, in_transaction, sleep};
 use crate::error::{PaxosError, Result};
 use crate::messages::AnnounceRequest;
 use crate::multipaxos::{to_each, Log};
@@ -53,16 +52,10 @@ const GROUP_GRACE: Duration = Duration::from_secs(30);
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn pg_paxos_applier_main(_arg: pg_sys::Datum) {
-    standard_signals();
-    let Some((database, group)) = background::group_of_worker() else {
+    let Some((group, key)) = background::start_group_worker("applier") else {
         return;
     };
     let group = group.as_str();
-    let Ok(key) = Key::in_database(database, group) else {
-        return;
-    };
-    BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(database)), None);
-    settle_session(&format!("pg_paxos applier {group}"));
     // SAFETY: set once at process start.
     let pid = unsafe { pg_sys::MyProcPid };
     if !shared::claim(&key, pid) {

@@ -7,10 +7,9 @@
 //! themselves, as before it existed.
 use std::time::{Duration, Instant};
 
-use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 
-use crate::background::{self, exit, in_transaction, settle_session, sleep, standard_signals};
+use crate::background::{self, exit, in_transaction, sleep};
 use crate::node::{self, Key};
 
 /// The proposer name the proposer's batches go under.
@@ -23,15 +22,9 @@ const CHECK_GROUP: Duration = Duration::from_secs(5);
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn pg_paxos_proposer_main(_arg: pg_sys::Datum) {
-    standard_signals();
-    let Some((database, group)) = background::group_of_worker() else {
+    let Some((group, key)) = background::start_group_worker("proposer") else {
         return;
     };
-    let Ok(key) = Key::in_database(database, &group) else {
-        return;
-    };
-    BackgroundWorker::connect_worker_to_spi_by_oid(Some(pg_sys::Oid::from(database)), None);
-    settle_session(&format!("pg_paxos proposer {group}"));
     if !node::claim_proposer(&key) {
         // Another proposer serves the group: this registration ends for good.
         exit(0);
