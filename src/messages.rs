@@ -133,8 +133,8 @@ pub struct AcceptRequest {
     pub entries: Vec<Entry>,
     /// Every round up to this one that the acceptor accepted under `ballot` is chosen: the
     /// leader tells what it learned with its next request instead of in one of its own. It
-    /// may, because it stops using a ballot as soon as one of its proposals was not decided
-    /// under it (`leader::accept`).
+    /// is what paxos-core's `RangeLeader::chosen_through` vouches for: a leadership gives its
+    /// ballot up as soon as one of its proposals was not decided under it, or went unreported.
     #[serde(default)]
     pub chosen_through: Option<i64>,
 }

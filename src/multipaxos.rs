@@ -257,9 +257,15 @@ impl Log {
 
     /// Phase 2 for `entries` at rounds `first, first + 1, ...` in one request, under a ballot
     /// a majority promised for them. The voters of `first` vote on every one of them, so the
-    /// entries before the last must not change membership. The request also tells the
-    /// acceptors that every round before `first` is decided (see `AcceptRequest`).
-    pub fn accept_batch(&self, ballot: &Ballot, first: i64, entries: &[Entry]) -> Result<Batch> {
+    /// entries before the last must not change membership. The request also carries what the
+    /// leadership vouches for, `chosen_through` (see `AcceptRequest`).
+    pub fn accept_batch(
+        &self,
+        ballot: &Ballot,
+        first: i64,
+        entries: &[Entry],
+        chosen_through: Option<i64>,
+    ) -> Result<Batch> {
         let voters = self.voters(first);
         let needed = majority(voters.len());
         let mut proposers: Vec<Proposer<Entry>> = entries
@@ -274,7 +280,7 @@ impl Log {
             first_round: first,
             ballot: ballot.clone(),
             entries: entries.to_vec(),
-            chosen_through: (self.learned_through + 1 == first).then_some(self.learned_through),
+            chosen_through,
         };
         let requests = to_each(&voters, "paxos_accept", &request);
         let mut decided: Vec<Option<Decision>> = vec![None; entries.len()];

@@ -1,6 +1,7 @@
 //! What the backends of this node share about each group, in shared memory:
-//! - the node's leadership: one ballot that every proposer on the node uses, with the next
-//!   round never used under it, so backends never knock each other's ballots out;
+//! - the node's leadership: paxos-core's `RangeLeader`, one ballot that every proposer on
+//!   the node uses, kept here between their batches, so backends never knock each other's
+//!   ballots out;
 //! - whose turn it is to propose: one backend at a time per group;
 //! - the appends waiting for that turn: the backend whose turn it is sends all of them in
 //!   one batch, so each acceptor commits once for many appends;
@@ -11,7 +12,7 @@
 //! waiting append are released by their guards, and by an exit callback if the backend dies.
 use std::cell::Cell;
 
-use paxos_core::Ballot;
+use paxos_core::RangeLeader;
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 
@@ -27,7 +28,9 @@ const WAITING: usize = 128;
 const ENTRY_BYTES: usize = 8192;
 /// Group names are at most this long, like PostgreSQL identifiers.
 pub const NAME_BYTES: usize = 63;
-const OWNER_BYTES: usize = 128;
+/// The largest leadership (as JSON) kept: a batch of `leader::MAX_BATCH` entries in flight
+/// takes a few kilobytes. A larger one is not kept, and the next batch prepares anew.
+const LEADERSHIP_BYTES: usize = 8192;
 /// How long a waiting backend sleeps before looking again when nobody wakes it.
 const NAP_MS: i64 = 10;
 
@@ -85,17 +88,13 @@ pub fn name_too_long(group: &str) -> PaxosError {
     }
 }
 
-/// The node's leadership of a group.
-#[derive(Clone, Debug, PartialEq)]
+/// The node's leadership of a group: the protocol's state (values are entry ids), and the
+/// voters that promised its ballot.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Leadership {
-    pub ballot: Ballot,
+    pub leader: RangeLeader<String>,
     /// A fingerprint of the voters that promised the ballot.
     pub voters: u64,
-    /// Every round from here on is unused under the ballot.
-    pub next_round: i64,
-    /// Every round from the node's recorded log up to here is decided, none of them changes
-    /// membership, and the members are being told (they may not have recorded it yet).
-    pub decided_through: i64,
 }
 
 #[derive(Clone, Copy)]
@@ -104,30 +103,13 @@ struct GroupSlot {
     in_use: bool,
     /// The process whose turn it is, 0 when nobody's.
     turn: i32,
+    /// Whether the group's entry of `Shared::leaderships` holds the node's leadership.
     leading: bool,
-    ballot_number: i64,
-    owner_len: u8,
-    owner: [u8; OWNER_BYTES],
-    voters: u64,
-    next_round: i64,
-    decided_through: i64,
+    /// How many bytes of it.
+    leadership_len: u32,
     /// Until when (in PostgreSQL microseconds) appends are not sent to another member.
     no_forward_until: i64,
     last_used: u64,
-}
-
-impl GroupSlot {
-    fn leadership(&self) -> Option<Leadership> {
-        self.leading.then(|| Leadership {
-            ballot: Ballot::new(
-                self.ballot_number,
-                String::from_utf8_lossy(&self.owner[..self.owner_len as usize]).into_owned(),
-            ),
-            voters: self.voters,
-            next_round: self.next_round,
-            decided_through: self.decided_through,
-        })
-    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -186,6 +168,8 @@ pub struct Shared {
     /// Each waiting slot's entry or message, apart, so that looking through the slots
     /// touches a few kilobytes rather than every payload.
     payloads: [[u8; ENTRY_BYTES]; WAITING],
+    /// Each group slot's leadership, as JSON, apart for the same reason.
+    leaderships: [[u8; LEADERSHIP_BYTES]; GROUPS],
     proposers: [ProposerSlot; GROUPS],
 }
 
@@ -202,12 +186,7 @@ impl Default for Shared {
                 in_use: false,
                 turn: 0,
                 leading: false,
-                ballot_number: 0,
-                owner_len: 0,
-                owner: [0; OWNER_BYTES],
-                voters: 0,
-                next_round: 0,
-                decided_through: -1,
+                leadership_len: 0,
                 no_forward_until: 0,
                 last_used: 0,
             }; GROUPS],
@@ -224,6 +203,7 @@ impl Default for Shared {
                 len: 0,
             }; WAITING],
             payloads: [[0; ENTRY_BYTES]; WAITING],
+            leaderships: [[0; LEADERSHIP_BYTES]; GROUPS],
             proposers: [ProposerSlot { key, pid: 0 }; GROUPS],
         }
     }
@@ -253,6 +233,20 @@ impl Shared {
 
     /// The group's slot, taking over the least recently used idle one if needed.
     fn group_mut(&mut self, key: &Key) -> Option<&mut GroupSlot> {
+        let index = self.group_index(key)?;
+        Some(&mut self.groups[index])
+    }
+
+    /// The node's leadership of the group, as stored.
+    fn leadership_text(&self, key: &Key) -> Option<Vec<u8>> {
+        let index = self.groups.iter().position(|g| g.in_use && g.key == *key)?;
+        let g = &self.groups[index];
+        g.leading
+            .then(|| self.leaderships[index][..g.leadership_len as usize].to_vec())
+    }
+
+    /// The index of [`Shared::group_mut`]'s slot.
+    fn group_index(&mut self, key: &Key) -> Option<usize> {
         self.clock += 1;
         let clock = self.clock;
         let index = match self.groups.iter().position(|g| g.in_use && g.key == *key) {
@@ -272,9 +266,8 @@ impl Shared {
                 i
             }
         };
-        let g = &mut self.groups[index];
-        g.last_used = clock;
-        Some(g)
+        self.groups[index].last_used = clock;
+        Some(index)
     }
 
     /// Wakes every backend with an append waiting on the group, and its proposer.
@@ -671,33 +664,26 @@ impl Turn {
 
     /// The node's leadership of the group, if it holds one.
     pub fn leadership(&self) -> Option<Leadership> {
-        self.with_group(|g| g.leadership())
+        let text = SHARED.share().leadership_text(&self.key)?;
+        serde_json::from_slice(&text).ok()
     }
 
-    /// Records that the node leads with `leadership`.
+    /// Keeps `leadership` as the node's, for its next batches (written before a batch is
+    /// sent, so that the rounds it uses are never used again under the ballot). One too
+    /// large to keep is given up: the node then prepares anew.
     pub fn lead(&self, leadership: &Leadership) {
-        let owner = leadership.ballot.proposer.as_bytes();
-        assert!(owner.len() <= OWNER_BYTES, "ballot owner too long");
-        self.with_group(|g| {
-            g.leading = true;
-            g.ballot_number = leadership.ballot.number;
-            g.owner_len = owner.len() as u8;
-            g.owner[..owner.len()].copy_from_slice(owner);
-            g.voters = leadership.voters;
-            g.next_round = leadership.next_round;
-            g.decided_through = leadership.decided_through;
-        })
-    }
-
-    /// Records that rounds up to `round` are decided and change no membership.
-    pub fn decided_through(&self, round: i64) {
-        self.with_group(|g| g.decided_through = g.decided_through.max(round))
-    }
-
-    /// Marks rounds up to `through` as used under the current ballot, before any of them
-    /// is proposed: a ballot never carries two values in one round, even across backends.
-    pub fn use_rounds_through(&self, through: i64) {
-        self.with_group(|g| g.next_round = g.next_round.max(through + 1))
+        let text = serde_json::to_vec(leadership).unwrap_or_default();
+        let mut shared = SHARED.exclusive();
+        let index = shared
+            .group_index(&self.key)
+            .expect("the group of a turn keeps its slot");
+        let kept = !text.is_empty() && text.len() <= LEADERSHIP_BYTES;
+        if kept {
+            shared.leaderships[index][..text.len()].copy_from_slice(&text);
+        }
+        let g = &mut shared.groups[index];
+        g.leading = kept;
+        g.leadership_len = if kept { text.len() as u32 } else { 0 };
     }
 
     pub fn abdicate(&self) {
@@ -761,8 +747,8 @@ impl Turn {
 /// The node's leadership of `group` as it stands, if the node leads it.
 pub fn leadership(group: &str) -> Option<Leadership> {
     let key = Key::of(group).ok()?;
-    let shared = SHARED.share();
-    shared.group(&key).and_then(GroupSlot::leadership)
+    let text = SHARED.share().leadership_text(&key)?;
+    serde_json::from_slice(&text).ok()
 }
 
 /// Forgets what this node's backends knew about a group (it was created, joined or left):

@@ -366,14 +366,8 @@ impl Applier {
             return Ok(None);
         }
         let mut learned = catalog::learned_through(&self.group)?;
-        if let Some(leadership) = node::leadership(&self.group) {
-            if leadership.decided_through > learned
-                && catalog::mark_chosen_under(
-                    &self.group,
-                    &leadership.ballot,
-                    leadership.decided_through,
-                )?
-            {
+        if let Some((ballot, through)) = vouched(&self.group) {
+            if through > learned && catalog::mark_chosen_under(&self.group, &ballot, through)? {
                 learned = catalog::advance_learned(&self.group)?;
             }
         }
@@ -419,7 +413,7 @@ impl Applier {
 
     /// On the leading member, for how long its leadership decided nothing new.
     fn quiet_for(&mut self) -> Option<Duration> {
-        let through = node::leadership(&self.group)?.decided_through;
+        let (_, through) = vouched(&self.group)?;
         let now = Instant::now();
         if through != self.decided.0 {
             self.decided = (through, now);
@@ -430,10 +424,9 @@ impl Applier {
     /// On the leading member, tells the others what was chosen once no round was decided
     /// for `ANNOUNCE_AFTER`; returns how long to wait before looking again, if it should.
     fn announce(&mut self) -> Result<Option<Duration>> {
-        let Some(leadership) = node::leadership(&self.group) else {
+        let Some((ballot, through)) = vouched(&self.group) else {
             return Ok(None);
         };
-        let through = leadership.decided_through;
         if through <= self.announced {
             return Ok(None);
         }
@@ -451,7 +444,7 @@ impl Applier {
         let others: Vec<String> = voters.into_iter().filter(|m| *m != own).collect();
         let request = AnnounceRequest {
             group: self.group.clone(),
-            ballot: leadership.ballot,
+            ballot,
             through,
         };
         // The first answer is enough to go on: the other requests complete on their own
@@ -461,4 +454,12 @@ impl Applier {
         });
         Ok(None)
     }
+}
+
+/// The node's ballot for `group`, and the round through which its leadership vouches that
+/// every value accepted under it is chosen (paxos-core's `RangeLeader::chosen_through`).
+fn vouched(group: &str) -> Option<(paxos_core::Ballot, i64)> {
+    let held = node::leadership(group)?;
+    let through = held.leader.chosen_through()?;
+    Some((held.leader.ballot().clone(), through))
 }

@@ -9,12 +9,16 @@
 //!   request.
 //! - Leading is phase 1 for every round from the next one on, done once per ballot; the
 //!   rounds where it finds values accepted under earlier ballots get those values first.
+//! - What the leadership may do is paxos-core's `RangeLeader`, kept in shared memory between
+//!   batches (see `node`): which rounds a batch goes at, which value each round carries,
+//!   what an accept may vouch for as chosen, and when the ballot is given up. This module
+//!   carries its decisions out.
 //! - An entry moves to a later round only once every round it was proposed at is decided
 //!   without it, so it is never chosen twice.
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
-use paxos_core::Ballot;
+use paxos_core::RangeLeader;
 use pgrx::prelude::*;
 
 use crate::catalog;
@@ -23,7 +27,7 @@ use crate::gucs;
 use crate::ids;
 use crate::messages::*;
 use crate::multipaxos::{backoff, Batch, Log};
-use crate::node::{self, Failure, Taken, Turn, Waited};
+use crate::node::{self, Failure, Leadership, Taken, Turn, Waited};
 use crate::peers::{self, endpoint_sql, parse, Delivery};
 
 pub mod worker;
@@ -239,14 +243,23 @@ fn propose_until_decided(
     let mut rounds = HashMap::new();
     let mut attempts = 0u32;
     while !pending.is_empty() {
-        let ballot = lead(log, turn)?;
-        let first = log.learned_through() + 1;
-        turn.use_rounds_through(first + pending.len() as i64 - 1);
+        let (mut held, first) = lead(log, turn)?;
         let last = first + pending.len() as i64 - 1;
+        let own: Vec<&String> = pending.iter().map(|e| &e.id).collect();
+        let bound: Option<Vec<String>> = (first..)
+            .zip(&own)
+            .map(|(round, id)| held.leader.propose(round, (*id).clone()))
+            .collect();
+        if bound.is_none_or(|b| b.iter().zip(&own).any(|(b, id)| b != *id)) {
+            // A round there must carry a value an earlier ballot left: only `lead` knows it.
+            turn.abdicate();
+            continue;
+        }
+        turn.lead(&held);
         *sent = true;
-        match accept(log, turn, &ballot, first, &pending)? {
+        match accept(log, turn, &mut held, first, &pending)? {
             Batch::Decided(decisions) => {
-                record(log, turn, &decisions);
+                record(log, &decisions);
                 settle(&decisions, &mut pending, &mut rounds);
             }
             Batch::Lost => {
@@ -264,26 +277,35 @@ fn propose_until_decided(
     Ok(rounds)
 }
 
-/// Phase 2 under the node's leadership. The node keeps leading with `ballot` only while
-/// every round it proposed there was decided under it, with its value: then each value an
-/// acceptor accepted under `ballot` is the chosen one, which is what lets the next accept
-/// request mark them chosen (`AcceptRequest::chosen_through`). Any other outcome (a higher
-/// ballot, a round decided under another ballot, no majority) ends the leadership, and the
-/// ballot is never used again.
+/// Phase 2 under the node's leadership, at rounds `first..` that it bound to `entries`. The
+/// leadership hears every decision (paxos-core's `RangeLeader::on_decided`) and decides
+/// whether the node goes on leading with its ballot; any other outcome (no majority, a
+/// failure) gives the ballot up for good.
 fn accept(
     log: &mut Log,
     turn: &Turn,
-    ballot: &Ballot,
+    held: &mut Leadership,
     first: i64,
     entries: &[Entry],
 ) -> Result<Batch> {
-    let outcome = log.accept_batch(ballot, first, entries);
-    let keeps_leading = match &outcome {
-        Ok(Batch::Decided(decisions)) => decisions.iter().all(|d| d.ballot == *ballot),
-        Ok(Batch::Lost) | Err(_) => false,
-    };
-    if !keeps_leading {
+    let ballot = held.leader.ballot().clone();
+    let outcome = log.accept_batch(&ballot, first, entries, held.leader.chosen_through());
+    match &outcome {
+        Ok(Batch::Decided(decisions)) => {
+            for d in decisions {
+                held.leader.on_decided(d.round, &d.ballot, &d.entry.id);
+            }
+        }
+        Ok(Batch::Lost) | Err(_) => held.leader.abandon(),
+    }
+    if held.leader.is_abandoned() {
         turn.abdicate();
+    } else {
+        // Reported, so the leadership need not remember their values any more.
+        held.leader.forget_through(first + entries.len() as i64 - 1);
+        turn.lead(held);
+        // The applier records them here, and tells the members if no batch follows.
+        crate::applier::wake(&log.group);
     }
     outcome
 }
@@ -300,23 +322,15 @@ fn settle(decisions: &[Decision], pending: &mut Vec<Entry>, rounds: &mut HashMap
 
 /// Takes `decisions` into this log's view. A membership change is recorded on the members
 /// before anything follows it, because they vote by it. Values are not sent anywhere: the
-/// node's leadership remembers them as decided so that the next batch goes on from there,
-/// the next accept request tells the acceptors (`AcceptRequest::chosen_through`), and a
-/// member that needs them sooner sees that a majority accepted them (catch_up).
-fn record(log: &mut Log, turn: &Turn, decisions: &[Decision]) {
-    let changes_membership = decisions.iter().any(|d| d.entry.kind.changes_membership());
-    if changes_membership {
+/// node's leadership vouches for them, the next accept request tells the acceptors
+/// (`AcceptRequest::chosen_through`), and a member that needs them sooner sees that a
+/// majority accepted them (catch_up).
+fn record(log: &mut Log, decisions: &[Decision]) {
+    if decisions.iter().any(|d| d.entry.kind.changes_membership()) {
         let _ = log.learn(decisions);
     }
     for d in decisions {
         log.note(d);
-    }
-    if !changes_membership {
-        if let Some(last) = decisions.last() {
-            turn.decided_through(last.round);
-            // The applier records them here, and tells the members if no batch follows.
-            crate::applier::wake(&log.group);
-        }
     }
 }
 
@@ -326,60 +340,72 @@ fn fingerprint(voters: &[String]) -> u64 {
     hasher.finish()
 }
 
-/// The ballot this node leads the group with from the next unknown round on, leading anew
-/// when it does not (or no longer can) use the one it had.
-fn lead(log: &mut Log, turn: &Turn) -> Result<Ballot> {
+/// The node's leadership, ready for a batch, and the round the batch goes at: the one it
+/// holds when paxos-core's `RangeLeader::next_round` lets it go on, else a new one.
+fn lead(log: &mut Log, turn: &Turn) -> Result<(Leadership, i64)> {
     let mut attempts = 0u32;
     loop {
         let from = log.learned_through() + 1;
         let voters = fingerprint(&log.voters(from));
-        if let Some(held) = turn.leadership() {
+        if let Some(mut held) = turn.leadership() {
             if held.voters == voters {
-                if held.next_round <= from {
-                    return Ok(held.ballot);
-                }
-                if held.decided_through >= held.next_round - 1 {
-                    log.skip_to(held.decided_through);
-                    continue;
+                if let Some(first) = held.leader.next_round(from - 1) {
+                    // Rounds before it that this log has yet to record were decided under
+                    // the leadership: the applier records them.
+                    log.skip_to(first - 1);
+                    return Ok((held, first));
                 }
             }
-            // Some round proposed under the ballot has no known outcome (its proposer stopped
-            // before `accept` saw it): if another ballot decided it, an acceptor may still
-            // hold this ballot's value there, which chosen_through must never mark. The
-            // ballot is given up, as `accept` would have done (found by the model check in
-            // paxos-core's learning_model.rs).
             turn.abdicate();
         }
         let (_, promised) = catalog::leader(&log.group)?;
         let (ballot, reports) = log.prepare_range(from, promised + 1)?;
-        turn.lead(&node::Leadership {
-            ballot: ballot.clone(),
+        let reported = reports
+            .iter()
+            .map(|(round, (accepted, entry))| (*round, accepted.clone(), entry.id.clone()));
+        let mut held = Leadership {
+            leader: RangeLeader::new(ballot, from, reported),
             voters,
-            next_round: from,
-            decided_through: from - 1,
-        });
-        let Some(&last) = reports.keys().next_back() else {
-            return Ok(ballot);
         };
-        // Values accepted under earlier ballots keep their rounds; a round where nothing was
-        // accepted cannot have been chosen and becomes a no-op. One round at a time, as any
-        // of them may change membership.
-        log.catch_up(last)?;
-        while log.learned_through() < last {
-            let round = log.learned_through() + 1;
-            if fingerprint(&log.voters(round)) != voters {
-                break;
-            }
-            let entry = reports.get(&round).map_or_else(noop, |(_, e)| e.clone());
-            turn.use_rounds_through(round);
-            match accept(log, turn, &ballot, round, std::slice::from_ref(&entry))? {
-                Batch::Decided(decisions) => record(log, turn, &decisions),
-                Batch::Lost => {
-                    attempts += 1;
-                    peers::sleep(backoff(attempts));
+        turn.lead(&held);
+        if let Some(&last) = reports.keys().next_back() {
+            // Values accepted under earlier ballots keep their rounds; a round where nothing
+            // was accepted cannot have been chosen and becomes a no-op. One round at a time,
+            // as any of them may change membership.
+            log.catch_up(last)?;
+            while log.learned_through() < last {
+                let round = log.learned_through() + 1;
+                if fingerprint(&log.voters(round)) != voters {
                     break;
                 }
+                let noop = noop();
+                let Some(first) = held.leader.next_round(round - 1) else {
+                    break;
+                };
+                let entry = match held.leader.propose(first, noop.id.clone()) {
+                    Some(id) if id == noop.id => noop,
+                    Some(id) => match reports.get(&first).filter(|(_, e)| e.id == id) {
+                        Some((_, reported)) => reported.clone(),
+                        None => break,
+                    },
+                    None => break,
+                };
+                turn.lead(&held);
+                match accept(log, turn, &mut held, first, std::slice::from_ref(&entry))? {
+                    Batch::Decided(decisions) => record(log, &decisions),
+                    Batch::Lost => {
+                        attempts += 1;
+                        peers::sleep(backoff(attempts));
+                        break;
+                    }
+                }
             }
+            if log.learned_through() < last {
+                continue;
+            }
+        }
+        if let Some(first) = held.leader.next_round(log.learned_through()) {
+            return Ok((held, first));
         }
     }
 }

@@ -159,7 +159,12 @@ pub fn accept_batch<V: Clone + PartialEq>(
 /// carries two values at one round: two acceptors could then accept different values
 /// under the same ballot, and a later proposer that hears of both could pick the wrong
 /// one after the other was chosen.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+///
+/// A node shares one leadership among the processes that propose for it, one batch at a
+/// time: each takes the rounds of its batch from [`RangeLeader::next_round`], proposes
+/// there, and reports every decision it learns; it is serialisable so that the node can
+/// keep it between them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RangeLeader<V> {
     ballot: Ballot,
     from: i64,
@@ -233,6 +238,47 @@ impl<V: Clone> RangeLeader<V> {
 
     fn is_vouched(&self, round: i64) -> bool {
         round <= self.vouched_through || self.vouched_beyond.contains(&round)
+    }
+
+    /// The first round of the next batch, for a caller that knows every round through
+    /// `known_through` decided (however it learned them) and that no batch of this
+    /// leadership is in flight. `None`, and the leadership is abandoned, when some round it
+    /// proposed at was never reported decided ([`RangeLeader::on_decided`]): whoever
+    /// proposed there stopped before hearing the outcome, another ballot may have decided
+    /// it, and an acceptor may still hold this ballot's value there, which a later
+    /// [`RangeLeader::chosen_through`] would then mark chosen. That the caller knows the
+    /// round decided says nothing about under which ballot.
+    ///
+    /// Known rounds it never proposed at are decided before it did: they are vouched for,
+    /// and the batch goes after them and after every round already used.
+    pub fn next_round(&mut self, known_through: i64) -> Option<i64> {
+        let unreported = self.vouched_through < self.from - 1
+            || self.proposed.iter().any(|r| !self.is_vouched(*r));
+        if unreported {
+            self.abandoned = true;
+        }
+        if self.abandoned {
+            return None;
+        }
+        if known_through > self.vouched_through {
+            self.vouched_through = known_through;
+            self.vouched_beyond = self.vouched_beyond.split_off(&(known_through + 1));
+            while self.vouched_beyond.remove(&(self.vouched_through + 1)) {
+                self.vouched_through += 1;
+            }
+        }
+        let used = self.proposed.iter().chain(&self.vouched_beyond).max();
+        Some(
+            (known_through + 1)
+                .max(self.vouched_through + 1)
+                .max(self.from)
+                .max(used.map_or(i64::MIN, |r| r + 1)),
+        )
+    }
+
+    /// Gives the leadership up for good, as when a batch's outcome stays unknown.
+    pub fn abandon(&mut self) {
+        self.abandoned = true;
     }
 
     /// Forgets bindings of rounds up to `round`, once known chosen: nobody proposes there
@@ -573,5 +619,66 @@ mod tests {
         leader.forget_through(0);
         assert!(leader.on_decided(1, &b(4, "x"), &"b"));
         assert_eq!(leader.chosen_through(), None);
+    }
+
+    #[test]
+    fn a_round_proposed_and_never_reported_ends_the_leadership() {
+        // A process proposed at round 10 and stopped; the node then learned round 10 from the
+        // members. It may have been decided under another ballot while an acceptor holds this
+        // ballot's value there: vouching for it would have that value marked chosen.
+        let mut leader = RangeLeader::new(b(4, "x"), 10, []);
+        assert_eq!(leader.next_round(9), Some(10));
+        assert_eq!(leader.propose(10, "a"), Some("a"));
+        assert_eq!(leader.next_round(10), None);
+        assert!(leader.is_abandoned());
+        assert_eq!(leader.chosen_through(), None);
+        assert_eq!(leader.propose(11, "b"), None);
+    }
+
+    #[test]
+    fn a_forgotten_round_never_reported_ends_the_leadership() {
+        let mut leader = RangeLeader::new(b(4, "x"), 0, []);
+        leader.propose(0, "a");
+        leader.forget_through(0);
+        assert_eq!(leader.next_round(0), None);
+    }
+
+    #[test]
+    fn the_next_batch_goes_after_the_rounds_used_and_the_rounds_known() {
+        let mut leader = RangeLeader::new(b(4, "x"), 5, []);
+        assert_eq!(leader.next_round(4), Some(5));
+        leader.propose(5, "a");
+        leader.propose(6, "b");
+        assert!(leader.on_decided(5, &b(4, "x"), &"a"));
+        assert!(leader.on_decided(6, &b(4, "x"), &"b"));
+        assert_eq!(leader.next_round(4), Some(7), "after the rounds it used");
+        assert_eq!(leader.chosen_through(), Some(6));
+        assert_eq!(
+            leader.next_round(9),
+            Some(10),
+            "after the rounds known decided"
+        );
+        assert_eq!(
+            leader.chosen_through(),
+            Some(9),
+            "known and never proposed at"
+        );
+        assert_eq!(
+            leader.propose(8, "c"),
+            None,
+            "decided before it proposed there"
+        );
+        leader.forget_through(9);
+        assert_eq!(leader.next_round(9), Some(10));
+        assert!(!leader.is_abandoned());
+    }
+
+    #[test]
+    fn a_leadership_survives_being_stored() {
+        let mut leader = RangeLeader::new(b(4, "x"), 5, [(6, b(2, "y"), "r".to_owned())]);
+        leader.propose(5, "a".to_owned());
+        let text = serde_json::to_string(&leader).expect("serialisable");
+        let stored: RangeLeader<String> = serde_json::from_str(&text).expect("readable");
+        assert_eq!(stored, leader);
     }
 }

@@ -1,0 +1,160 @@
+//! A node's leadership is shared by the processes that propose for it: when one of them
+//! stops in the middle of a batch, the rounds it used stay unreported, and the ballot must
+//! not vouch for them, even once the node has learned those rounds from the members.
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio_postgres::Client;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Holds an exclusive lock on `client`'s acceptor table until the transaction ends: votes on
+/// that member wait.
+async fn block_votes(client: &Client) {
+    client
+        .batch_execute("BEGIN; LOCK TABLE pgp_metadata.round IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+}
+
+/// Ends the backends on `client`'s member that serve other members and wait for a lock
+/// (votes held by `block_votes`), before they can vote. (Those of a proposer that stopped
+/// end by themselves.)
+async fn drop_waiting_votes(client: &Client) {
+    let pids: Vec<i32> = client
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' \
+             AND application_name LIKE 'pg\\_paxos %' AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    for pid in &pids {
+        client
+            .execute("SELECT pg_terminate_backend($1)", &[pid])
+            .await
+            .unwrap();
+        until_backend_gone(client, *pid).await;
+    }
+}
+
+/// What `client`'s member holds at `round`: the value accepted there, and whether it is
+/// marked chosen.
+async fn held_at(client: &Client, round: i64) -> Option<(Option<String>, bool)> {
+    client
+        .query_opt(
+            "SELECT value, chosen FROM pgp_metadata.round \
+             WHERE group_id = $1 AND round_num = $2 AND accepted_num IS NOT NULL",
+            &[&GROUP, &round],
+        )
+        .await
+        .unwrap()
+        .map(|row| (row.get(0), row.get(1)))
+}
+
+/// The leading member's proposer sends round R to the members and is stopped before any
+/// answer: only C accepted its value there. Another member then decides R otherwise, and
+/// the leading member learns that. Its next batch must not go on under the old ballot
+/// telling the members that R is chosen: C would mark its own stale value chosen at R.
+/// (Before the leadership ran paxos-core's `RangeLeader`, it did, and C's round R was
+/// marked chosen with the value that lost.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_its_proposer_never_heard_of_is_never_vouched_for() {
+    let cluster = start_with("unreported", 3, &["pg_paxos.request_timeout = '60s'"]);
+    let clients = form_group(&cluster).await;
+    append(&clients[0], "first").await.unwrap();
+    let a = leader_of(&cluster, &clients[0]).await;
+    let (b, c) = ((a + 1) % 3, (a + 2) % 3);
+    apply_all(&clients[a]).await;
+    let round = max_group_round(&clients[a]).await + 1;
+
+    // A's and B's votes wait; C votes.
+    let (lock_a, lock_b, lock_c) = (
+        connect(&cluster, a).await,
+        connect(&cluster, b).await,
+        connect(&cluster, c).await,
+    );
+    block_votes(&lock_a).await;
+    block_votes(&lock_b).await;
+    let session = connect(&cluster, a).await;
+    let lost = tokio::spawn(async move { append(&session, "lost").await });
+    eventually(LIMIT, || async {
+        match held_at(&clients[c], round).await {
+            Some((Some(v), false)) if v == "lost" => Ok(()),
+            other => Err(format!("C holds {other:?} at round {round}")),
+        }
+    })
+    .await;
+
+    // The proposer stops before it hears anything, then the waiting votes go.
+    let proposer: i32 = clients[a]
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_paxos proposer'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    clients[a]
+        .execute("SELECT pg_terminate_backend($1)", &[&proposer])
+        .await
+        .unwrap();
+    until_backend_gone(&clients[a], proposer).await;
+    drop_waiting_votes(&clients[a]).await;
+    drop_waiting_votes(&clients[b]).await;
+    lock_a.batch_execute("ROLLBACK").await.unwrap();
+    lock_b.batch_execute("ROLLBACK").await.unwrap();
+    let _ = tokio::time::timeout(LIMIT, lost)
+        .await
+        .expect("the append ends");
+    assert_eq!(held_at(&clients[a], round).await, None, "A never voted");
+    assert_eq!(held_at(&clients[b], round).await, None, "B never voted");
+
+    // B decides the round with A, while C's vote waits.
+    block_votes(&lock_c).await;
+    let decided: Option<String> = clients[b]
+        .query_one(
+            "SELECT accepted_value FROM paxos('b', $1, $2, 'won')",
+            &[&GROUP, &round],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(decided.as_deref(), Some("won"));
+    drop_waiting_votes(&clients[c]).await;
+    lock_c.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(
+        held_at(&clients[c], round).await,
+        Some((Some("lost".to_owned()), false)),
+        "C still holds the value that lost, unmarked"
+    );
+
+    // A learns the round, then appends again.
+    let learned: Option<String> = clients[a]
+        .query_one(
+            "SELECT accepted_value FROM paxos('a', $1, $2)",
+            &[&GROUP, &round],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(learned.as_deref(), Some("won"));
+    let next = append(&clients[a], "next").await.unwrap();
+    assert!(next > round);
+
+    assert_ne!(
+        held_at(&clients[c], round).await,
+        Some((Some("lost".to_owned()), true)),
+        "C marked the value that lost chosen at round {round}"
+    );
+    let mut logs = Vec::new();
+    for client in &clients {
+        logs.push(applied_log(client).await);
+    }
+    assert_same_gap_free_logs(&logs);
+}
