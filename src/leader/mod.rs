@@ -295,6 +295,12 @@ fn accept(
             for d in decisions {
                 held.leader.on_decided(d.round, &d.ballot, &d.entry.id);
             }
+            if decisions.iter().any(|d| d.entry.kind.changes_membership()) {
+                // The ballot was promised by the voters before the change, and this log
+                // must never take the change as decided without reading it (`lead`'s
+                // skip): the next batch prepares anew, with the new voters.
+                held.leader.abandon();
+            }
         }
         Ok(Batch::Lost) | Err(_) => held.leader.abandon(),
     }
