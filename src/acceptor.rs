@@ -150,7 +150,7 @@ mod pgp_metadata {
                 range.apply(req.round, state);
             }
             let reply = state.on_prepare(&req.ballot);
-            catalog::store_acceptor(&req.group, req.round, state)?;
+            catalog::store_acceptors(&req.group, &[(req.round, &*state)])?;
             Ok(PrepareResponse {
                 reply,
                 max_round: catalog::max_accepted_round(&req.group)?,
@@ -225,11 +225,12 @@ mod pgp_metadata {
                     vec![paxos_core::AcceptReply::Reject { promised }; count]
                 }
             };
-            for ((round, before), after) in (req.first_round..).zip(&states).zip(&voted) {
-                if before != after {
-                    catalog::store_acceptor(&req.group, round, after)?;
-                }
-            }
+            let changed: Vec<(i64, &paxos_core::Acceptor<Entry>)> = (req.first_round..)
+                .zip(states.iter().zip(&voted))
+                .filter(|(_, (before, after))| before != after)
+                .map(|(round, (_, after))| (round, after))
+                .collect();
+            catalog::store_acceptors(&req.group, &changed)?;
             if let Some(through) = req.chosen_through.filter(|t| *t < req.first_round) {
                 if catalog::mark_chosen_under(&req.group, &req.ballot, through)? {
                     catalog::advance_learned(&req.group)?;

@@ -299,28 +299,54 @@ pub fn voting_state(group_id: &str, first: i64, last: i64) -> Result<VotingState
     })
 }
 
-/// Writes one round's acceptor state in one statement. Lock it first (`locks::rounds`).
-pub fn store_acceptor(group_id: &str, round: i64, state: &Acceptor<Entry>) -> Result<()> {
-    let promised = state.promised.as_ref();
-    let accepted = state.accepted.as_ref();
+/// Writes the acceptor states of `rounds` in one statement, however many: a batch's vote
+/// costs one. Lock them first (`locks::rounds`).
+pub fn store_acceptors(group_id: &str, rounds: &[(i64, &Acceptor<Entry>)]) -> Result<()> {
+    if rounds.is_empty() {
+        return Ok(());
+    }
+    let promised = || rounds.iter().map(|(_, s)| s.promised.as_ref());
+    let accepted = || rounds.iter().map(|(_, s)| s.accepted.as_ref());
+    let round_nums: Vec<i64> = rounds.iter().map(|(r, _)| *r).collect();
+    let promised_num: Vec<Option<i64>> = promised().map(|b| b.map(|b| b.number)).collect();
+    let promised_by: Vec<Option<String>> =
+        promised().map(|b| b.map(|b| b.proposer.clone())).collect();
+    let accepted_num: Vec<Option<i64>> = accepted().map(|a| a.map(|(b, _)| b.number)).collect();
+    let accepted_by: Vec<Option<String>> = accepted()
+        .map(|a| a.map(|(b, _)| b.proposer.clone()))
+        .collect();
+    let kinds: Vec<Option<String>> = accepted()
+        .map(|a| a.map(|(_, e)| e.kind.as_str().to_owned()))
+        .collect();
+    let values: Vec<Option<String>> = accepted()
+        .map(|a| a.and_then(|(_, e)| e.value.clone()))
+        .collect();
+    let ids: Vec<Option<String>> = accepted().map(|a| a.map(|(_, e)| e.id.clone())).collect();
+    let chosen: Vec<bool> = rounds.iter().map(|(_, s)| s.chosen).collect();
     run(
         "INSERT INTO pgp_metadata.round AS r (group_id, round_num, promised_num, promised_by, \
              accepted_num, accepted_by, value_kind, value, value_id, chosen) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-         ON CONFLICT (group_id, round_num) DO UPDATE SET promised_num = $3, promised_by = $4, \
-             accepted_num = $5, accepted_by = $6, value_kind = $7, value = $8, value_id = $9, \
-             chosen = r.chosen OR $10",
+         SELECT $1, u.* FROM ROWS FROM (pg_catalog.unnest($2::bigint[]), \
+             pg_catalog.unnest($3::bigint[]), pg_catalog.unnest($4::text[]), \
+             pg_catalog.unnest($5::bigint[]), pg_catalog.unnest($6::text[]), \
+             pg_catalog.unnest($7::text[]), pg_catalog.unnest($8::text[]), \
+             pg_catalog.unnest($9::text[]), pg_catalog.unnest($10::boolean[])) u \
+         ON CONFLICT (group_id, round_num) DO UPDATE SET \
+             promised_num = excluded.promised_num, promised_by = excluded.promised_by, \
+             accepted_num = excluded.accepted_num, accepted_by = excluded.accepted_by, \
+             value_kind = excluded.value_kind, value = excluded.value, \
+             value_id = excluded.value_id, chosen = r.chosen OR excluded.chosen",
         &[
             group_id.into(),
-            round.into(),
-            promised.map(|b| b.number).into(),
-            promised.map(|b| b.proposer.clone()).into(),
-            accepted.map(|(b, _)| b.number).into(),
-            accepted.map(|(b, _)| b.proposer.clone()).into(),
-            accepted.map(|(_, e)| e.kind.as_str()).into(),
-            accepted.and_then(|(_, e)| e.value.clone()).into(),
-            accepted.map(|(_, e)| e.id.clone()).into(),
-            state.chosen.into(),
+            round_nums.into(),
+            promised_num.into(),
+            promised_by.into(),
+            accepted_num.into(),
+            accepted_by.into(),
+            kinds.into(),
+            values.into(),
+            ids.into(),
+            chosen.into(),
         ],
     )?;
     Ok(())
@@ -330,7 +356,7 @@ pub fn store_acceptor(group_id: &str, round: i64, state: &Acceptor<Entry>) -> Re
 /// under `ballot`. The leader of that ballot uses it only while every round it proposed
 /// was decided under it with its value (`leader::accept`), and a ballot carries one value
 /// per round, so the value accepted here is the chosen one. Returns whether any was.
-/// The rounds are not locked: a vote racing with this keeps the flag (see store_acceptor),
+/// The rounds are not locked: a vote racing with this keeps the flag (see store_acceptors),
 /// and no vote changes a value once a majority accepted it. Rows another transaction holds
 /// (a learner recording them, in round order) are skipped, not waited for: this runs in no
 /// particular order, so waiting could deadlock with it, and the flag is only a shortcut
@@ -442,15 +468,18 @@ pub fn record_decisions(group_id: &str, decisions: &[Decision]) -> Result<bool> 
     };
     locks::rounds(group_id, first, last);
     let voting = voting_state(group_id, first, last)?;
+    let mut learned = Vec::with_capacity(decisions.len());
     for d in decisions {
         let mut state = voting.states[(d.round - first) as usize].clone();
         if state.chosen || paxos_core::compaction::refuses(d.round, voting.compacted_through) {
             continue;
         }
         state.on_learn(&d.ballot, d.entry.clone());
-        store_acceptor(group_id, d.round, &state)?;
+        learned.push((d.round, state));
         membership_changed |= d.entry.kind.changes_membership();
     }
+    let rounds: Vec<(i64, &Acceptor<Entry>)> = learned.iter().map(|(r, s)| (*r, s)).collect();
+    store_acceptors(group_id, &rounds)?;
     Ok(membership_changed)
 }
 
