@@ -245,6 +245,12 @@ impl Shared {
             .then(|| self.leaderships[index][..g.leadership_len as usize].to_vec())
     }
 
+    /// The node's leadership of the group, read back (parsed outside the lock).
+    fn leadership(key: &Key) -> Option<Leadership> {
+        let text = SHARED.share().leadership_text(key)?;
+        serde_json::from_slice(&text).ok()
+    }
+
     /// The index of [`Shared::group_mut`]'s slot.
     fn group_index(&mut self, key: &Key) -> Option<usize> {
         self.clock += 1;
@@ -664,8 +670,7 @@ impl Turn {
 
     /// The node's leadership of the group, if it holds one.
     pub fn leadership(&self) -> Option<Leadership> {
-        let text = SHARED.share().leadership_text(&self.key)?;
-        serde_json::from_slice(&text).ok()
+        Shared::leadership(&self.key)
     }
 
     /// Keeps `leadership` as the node's, for its next batches (written before a batch is
@@ -746,9 +751,7 @@ impl Turn {
 
 /// The node's leadership of `group` as it stands, if the node leads it.
 pub fn leadership(group: &str) -> Option<Leadership> {
-    let key = Key::of(group).ok()?;
-    let text = SHARED.share().leadership_text(&key)?;
-    serde_json::from_slice(&text).ok()
+    Shared::leadership(&Key::of(group).ok()?)
 }
 
 /// Forgets what this node's backends knew about a group (it was created, joined or left):

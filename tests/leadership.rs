@@ -92,14 +92,7 @@ async fn a_round_its_proposer_never_heard_of_is_never_vouched_for() {
     .await;
 
     // The proposer stops before it hears anything, then the waiting votes go.
-    let proposer: i32 = clients[a]
-        .query_one(
-            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_paxos proposer'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let proposer = proposer_pid(&clients[a]).await.expect("A's proposer runs");
     clients[a]
         .execute("SELECT pg_terminate_backend($1)", &[&proposer])
         .await

@@ -125,18 +125,6 @@ async fn peer_connections_do_not_grow_with_sessions() {
     assert_acknowledged_once(&clients[0], &outcomes).await;
 }
 
-/// The process id of the proposer of the group on `client`'s server.
-async fn proposer_pid(client: &Client) -> Option<i32> {
-    client
-        .query_opt(
-            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_paxos proposer'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .map(|row| row.get(0))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn appends_go_on_while_a_proposer_restarts() {
     let cluster = start("proposer-restart", 3);

@@ -278,3 +278,15 @@ pub async fn cancel_backend(observer: &Client, pid: i32) {
         .get(0);
     assert!(sent, "cancel backend {pid}");
 }
+
+/// The process id of the proposer of the group on `client`'s server.
+pub async fn proposer_pid(client: &Client) -> Option<i32> {
+    client
+        .query_opt(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_paxos proposer'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .map(|row| row.get(0))
+}
