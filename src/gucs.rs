@@ -20,6 +20,7 @@ static CONSISTENCY: GucSetting<Consistency> = GucSetting::<Consistency>::new(Con
 static ALLOW_MUTABLE_FUNCTIONS: GucSetting<bool> = GucSetting::<bool>::new(false);
 static REQUEST_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(2000);
 static LOG_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(100_000);
+static PIPELINE_DEPTH: GucSetting<i32> = GucSetting::<i32>::new(1);
 
 pub fn init() {
     GucRegistry::define_string_guc(
@@ -60,6 +61,18 @@ pub fn init() {
         GucFlags::UNIT_MS,
     );
     GucRegistry::define_int_guc(
+        c"pg_paxos.pipeline_depth",
+        c"How many batches of appends the leading member's proposer has in flight at once.",
+        c"Above 1, a batch goes out while earlier ones wait for their votes: it helps when \
+          round trips between members are long and cores are spare, and costs CPU when they \
+          are not.",
+        &PIPELINE_DEPTH,
+        1,
+        8,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
         c"pg_paxos.log_retention",
         c"How many applied rounds of each group's log this node keeps.",
         c"Older rounds are removed in the background. A member that was down for longer \
@@ -84,6 +97,10 @@ pub fn node_id() -> String {
 
 pub fn request_timeout() -> std::time::Duration {
     std::time::Duration::from_millis(REQUEST_TIMEOUT_MS.get().max(1) as u64)
+}
+
+pub fn pipeline_depth() -> usize {
+    PIPELINE_DEPTH.get().clamp(1, 8) as usize
 }
 
 pub fn log_retention() -> i64 {

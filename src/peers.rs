@@ -1,7 +1,9 @@
 //! Connections from this backend to group members.
 //!
 //! - One cached connection per member and backend, driven by a current-thread tokio runtime
-//!   that only runs inside [`exchange`]: nothing here runs on another thread.
+//!   that only runs while this backend waits for answers (in [`exchange`], [`Sent::collect`]
+//!   and the like): nothing here runs on another thread. Requests started with [`send`]
+//!   progress during any such wait, so several exchanges can be in flight at once.
 //! - Requests to all targets go out at once; replies are handed over as they arrive, so a
 //!   majority never waits for a dead or hung member.
 //! - Every request is bounded by `pg_paxos.request_timeout`, and every wait is interruptible:
@@ -12,7 +14,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::ops::ControlFlow;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -87,51 +89,117 @@ pub type Failure = String;
 /// until `on_reply` breaks or every request has answered, failed or timed out.
 pub fn exchange(
     requests: &[(String, String)],
-    mut on_reply: impl FnMut(usize, Result<String, Failure>) -> ControlFlow<()>,
+    on_reply: impl FnMut(usize, Result<String, Failure>) -> ControlFlow<()>,
 ) {
+    send(requests).collect(on_reply)
+}
+
+/// One request's answer, as [`awaited`] waits for it.
+type Awaited = Pin<Box<dyn Future<Output = (usize, Outcome)>>>;
+
+/// Requests on their way to members, whose answers [`Sent::collect`] hands over later:
+/// meanwhile they run whenever this backend's runtime runs (while it waits for other
+/// requests, say), so several exchanges can be in flight at once.
+pub struct Sent {
+    members: Vec<String>,
+    pending: FuturesUnordered<Awaited>,
+    /// Requests that never left: their member has too many unanswered ones already.
+    busy: Vec<usize>,
+    answered: Vec<bool>,
+    /// Whether the caller has all it waits for: every answer, or its `on_reply` broke.
+    done: bool,
+}
+
+/// Starts `requests` as [`exchange`] does, without waiting for any answer.
+pub fn send(requests: &[(String, String)]) -> Sent {
     let timeout = gucs::request_timeout();
     with_peers(|peers| {
-        let mut pending = FuturesUnordered::new();
-        let mut busy = Vec::new();
+        let mut sent = Sent {
+            members: requests.iter().map(|(m, _)| m.clone()).collect(),
+            pending: FuturesUnordered::new(),
+            busy: Vec::new(),
+            answered: vec![false; requests.len()],
+            done: false,
+        };
         for (index, (member, sql)) in requests.iter().enumerate() {
             match peers.start(member, sql.clone()) {
-                Some(task) => pending.push(awaited(
+                Some(task) => sent.pending.push(Box::pin(awaited(
                     index,
                     task,
                     timeout,
                     peers.clients.clone(),
                     member.clone(),
-                )),
-                None => busy.push(index),
+                ))),
+                None => sent.busy.push(index),
             }
         }
-        for index in busy {
+        sent
+    })
+}
+
+/// How often [`Sent::collect_until`] asks whether to stop waiting.
+const STOP_CHECK: Duration = Duration::from_micros(500);
+
+impl Sent {
+    /// Hands each answer to `on_reply(i, ..)` as it arrives, until `on_reply` breaks or
+    /// every request has answered, failed or timed out.
+    pub fn collect(
+        mut self,
+        on_reply: impl FnMut(usize, Result<String, Failure>) -> ControlFlow<()>,
+    ) {
+        self.collect_until(on_reply, None);
+    }
+
+    /// [`Sent::collect`], returning early, `false`, as soon as `stop` holds (asked every
+    /// [`STOP_CHECK`]); call it again to go on. `true` once all is collected.
+    pub fn collect_until(
+        &mut self,
+        mut on_reply: impl FnMut(usize, Result<String, Failure>) -> ControlFlow<()>,
+        stop: Option<&dyn Fn() -> bool>,
+    ) -> bool {
+        let (slice, stop) = match stop {
+            Some(stop) => (STOP_CHECK, stop),
+            None => (SLICE, &(|| false) as &dyn Fn() -> bool),
+        };
+        for index in std::mem::take(&mut self.busy) {
             let reason = format!("{MAX_IN_FLIGHT} earlier requests are still unanswered");
             if on_reply(index, Err(reason)).is_break() {
-                return;
+                self.done = true;
             }
         }
-        let mut answered = vec![false; requests.len()];
-        loop {
-            let next = drive(peers, pending.next(), || {
-                let unanswered = requests
-                    .iter()
-                    .zip(&answered)
-                    .filter(|(_, done)| !**done)
-                    .map(|((member, _), _)| member.clone());
-                unanswered.collect()
+        while !self.done {
+            let (members, answered) = (&self.members, &self.answered);
+            let next = with_peers(|peers| {
+                drive_until(
+                    peers,
+                    self.pending.next(),
+                    || {
+                        let unanswered = members.iter().zip(answered);
+                        unanswered
+                            .filter(|(_, done)| !**done)
+                            .map(|(member, _)| member.clone())
+                            .collect()
+                    },
+                    slice,
+                    stop,
+                )
             });
-            let Some((index, outcome)) = next else { break };
-            answered[index] = true;
+            let Some(next) = next else { return false };
+            let Some((index, outcome)) = next else {
+                self.done = true;
+                break;
+            };
+            self.answered[index] = true;
             let result = match outcome {
                 Outcome::Answer(text) => Ok(text),
                 Outcome::Failed { reason, .. } => Err(reason),
             };
             if on_reply(index, result).is_break() {
-                break;
+                self.done = true;
             }
         }
-    })
+        true
+    }
 }
 
 /// What came of one request whose delivery matters.
@@ -310,6 +378,27 @@ fn drive<F: Future>(
     drive_cancelling(peers, future, |peers| cancel(peers, &in_flight()))
 }
 
+/// `drive`, leaving the runtime every `slice` and giving up (`None`) when `stop` holds.
+fn drive_until<F: Future>(
+    peers: &mut Peers,
+    future: F,
+    in_flight: impl Fn() -> Vec<String>,
+    slice: Duration,
+    stop: &dyn Fn() -> bool,
+) -> Option<F::Output> {
+    let mut future = pin!(future);
+    loop {
+        let output = peers.run(async { tokio::time::timeout(slice, future.as_mut()).await });
+        if let Ok(output) = output {
+            return Some(output);
+        }
+        interrupts(peers, |peers| cancel(peers, &in_flight()));
+        if stop() {
+            return None;
+        }
+    }
+}
+
 /// `drive`, with `cancel` run when a cancel or termination is pending.
 fn drive_cancelling<F: Future>(
     peers: &mut Peers,
@@ -323,14 +412,19 @@ fn drive_cancelling<F: Future>(
         if let Ok(output) = slice {
             return output;
         }
-        // SAFETY: reading flags that signal handlers set; the backend is single-threaded.
-        let cancelling =
-            unsafe { pgrx::pg_sys::QueryCancelPending != 0 || pgrx::pg_sys::ProcDiePending != 0 };
-        if cancelling {
-            cancel(peers);
-        }
-        pgrx::check_for_interrupts!();
+        interrupts(peers, &cancel);
     }
+}
+
+/// Lets PostgreSQL process interrupts, running `cancel` first when one would end the wait.
+fn interrupts(peers: &mut Peers, cancel: impl Fn(&mut Peers)) {
+    // SAFETY: reading flags that signal handlers set; the backend is single-threaded.
+    let cancelling =
+        unsafe { pgrx::pg_sys::QueryCancelPending != 0 || pgrx::pg_sys::ProcDiePending != 0 };
+    if cancelling {
+        cancel(peers);
+    }
+    pgrx::check_for_interrupts!();
 }
 
 fn cancel(peers: &mut Peers, members: &[String]) {

@@ -57,6 +57,17 @@ async fn held_at(client: &Client, round: i64) -> Option<(Option<String>, bool)> 
         .map(|row| (row.get(0), row.get(1)))
 }
 
+/// Forms a group on `cluster` and appends once: the members' sessions, the leading member
+/// A then the two others, and the next round.
+async fn led_group(cluster: &TestCluster) -> (Vec<Client>, [usize; 3], i64) {
+    let clients = form_group(cluster).await;
+    append(&clients[0], "first").await.unwrap();
+    let a = leader_of(cluster, &clients[0]).await;
+    apply_all(&clients[a]).await;
+    let round = max_group_round(&clients[a]).await + 1;
+    (clients, [a, (a + 1) % 3, (a + 2) % 3], round)
+}
+
 /// The leading member's proposer sends round R to the members and is stopped before any
 /// answer: only C accepted its value there. Another member then decides R otherwise, and
 /// the leading member learns that. Its next batch must not go on under the old ballot
@@ -66,12 +77,7 @@ async fn held_at(client: &Client, round: i64) -> Option<(Option<String>, bool)> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_round_its_proposer_never_heard_of_is_never_vouched_for() {
     let cluster = start_with("unreported", 3, &["pg_paxos.request_timeout = '60s'"]);
-    let clients = form_group(&cluster).await;
-    append(&clients[0], "first").await.unwrap();
-    let a = leader_of(&cluster, &clients[0]).await;
-    let (b, c) = ((a + 1) % 3, (a + 2) % 3);
-    apply_all(&clients[a]).await;
-    let round = max_group_round(&clients[a]).await + 1;
+    let (clients, [a, b, c], round) = led_group(&cluster).await;
 
     // A's and B's votes wait; C votes.
     let (lock_a, lock_b, lock_c) = (
@@ -145,6 +151,62 @@ async fn a_round_its_proposer_never_heard_of_is_never_vouched_for() {
         Some((Some("lost".to_owned()), true)),
         "C marked the value that lost chosen at round {round}"
     );
+    let mut logs = Vec::new();
+    for client in &clients {
+        logs.push(applied_log(client).await);
+    }
+    assert_same_gap_free_logs(&logs);
+}
+
+/// The leading member's proposer sends a batch while the one before it is still undecided
+/// (pipelining): with B's and C's votes held back, A's own acceptor votes for the first
+/// append, then for the second at the next round, before either is decided. Once the votes
+/// go, both are chosen where they were proposed. (Before pipelining, the second batch waited
+/// for the first to be decided, and A never voted for it while votes were held back.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_goes_out_while_the_one_before_is_undecided() {
+    let settings = [
+        "pg_paxos.request_timeout = '60s'",
+        "pg_paxos.pipeline_depth = 2",
+    ];
+    let cluster = start_with("pipelined", 3, &settings);
+    let (clients, [a, b, c], round) = led_group(&cluster).await;
+
+    let (lock_b, lock_c) = (connect(&cluster, b).await, connect(&cluster, c).await);
+    block_votes(&lock_b).await;
+    block_votes(&lock_c).await;
+    let mut appends = Vec::new();
+    for (offset, value) in [(0, "x"), (1, "y")] {
+        let session = connect(&cluster, a).await;
+        appends.push(tokio::spawn(async move { append(&session, value).await }));
+        eventually(Duration::from_secs(15), || async {
+            match held_at(&clients[a], round + offset).await {
+                Some((Some(v), false)) if v == value => Ok(()),
+                other => Err(format!(
+                    "A holds {other:?} at round {}, not {value} undecided",
+                    round + offset
+                )),
+            }
+        })
+        .await;
+    }
+    // (B's and C's acceptor tables cannot be read while their votes are held back.)
+    assert!(
+        appends.iter().all(|a| !a.is_finished()),
+        "neither append is decided yet"
+    );
+
+    lock_b.batch_execute("ROLLBACK").await.unwrap();
+    lock_c.batch_execute("ROLLBACK").await.unwrap();
+    let mut rounds = Vec::new();
+    for pending in appends {
+        let outcome = tokio::time::timeout(LIMIT, pending)
+            .await
+            .expect("the append ends")
+            .unwrap();
+        rounds.push(outcome.expect("the append is chosen"));
+    }
+    assert_eq!(rounds, vec![round, round + 1]);
     let mut logs = Vec::new();
     for client in &clients {
         logs.push(applied_log(client).await);

@@ -127,7 +127,8 @@ async fn peer_connections_do_not_grow_with_sessions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn appends_go_on_while_a_proposer_restarts() {
-    let cluster = start("proposer-restart", 3);
+    // Batches in flight when a proposer dies are pipelined ones too.
+    let cluster = start_with("proposer-restart", 3, &["pg_paxos.pipeline_depth = 2"]);
     let clients = form_group(&cluster).await;
     let leader = leader_of(&cluster, &clients[0]).await;
     let follower = (leader + 1) % 3;

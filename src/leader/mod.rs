@@ -30,6 +30,7 @@ use crate::multipaxos::{backoff, Batch, Log};
 use crate::node::{self, Failure, Leadership, Taken, Turn, Waited};
 use crate::peers::{self, endpoint_sql, parse, Delivery};
 
+mod pipeline;
 pub mod worker;
 
 /// The most entries one accept request carries.
@@ -139,14 +140,19 @@ fn run_batch(
         }
         // Every error but that one comes before anything was sent (see `propose`).
         Err(error) => {
-            let failure = Failure::NotSent {
-                sqlstate: error.sqlstate_text(),
-                message: error.to_string(),
-            };
+            let failure = not_sent(error);
             turn.finish(taken, |_| Err(failure.clone()));
         }
     }
     result
+}
+
+/// The failure of an entry whose batch failed before it was sent: `error`, as is.
+fn not_sent(error: &PaxosError) -> Failure {
+    Failure::NotSent {
+        sqlstate: error.sqlstate_text(),
+        message: error.to_string(),
+    }
 }
 
 /// Gets `entries` chosen: through the member that leads when this node does not and they
@@ -210,13 +216,27 @@ fn forward(group: &str, leader: &str, entries: &[Entry]) -> Result<Option<Outcom
     }
 }
 
-/// What the group's proposer does with its turn: sends every entry waiting (see `worker`).
+/// What the group's proposer does with its turn: sends every entry waiting (see `worker`),
+/// to the leading member, or, when this node leads, in overlapping batches (`pipeline`).
 pub fn propose_waiting(group: &str, turn: &Turn) -> Result<()> {
     let taken = turn.take_posted(MAX_BATCH);
-    if !taken.is_empty() {
-        run_batch(group, worker::PROPOSER, turn, None, taken)?;
+    if taken.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let forwardable = taken.iter().all(|t| t.forwardable);
+    let elsewhere = match catalog::leader(group) {
+        Ok((leader, _)) => leader.is_some(),
+        Err(error) => {
+            let failure = not_sent(&error);
+            turn.finish(taken, |_| Err(failure.clone()));
+            return Err(error);
+        }
+    };
+    if forwardable && elsewhere && node::forwarding_allowed(group) {
+        run_batch(group, worker::PROPOSER, turn, None, taken)?;
+        return Ok(());
+    }
+    pipeline::run(group, turn, taken)
 }
 
 /// Proposes `pending` at the end of the log; returns the round each entry was chosen at.
@@ -243,7 +263,7 @@ fn propose_until_decided(
     let mut rounds = HashMap::new();
     let mut attempts = 0u32;
     while !pending.is_empty() {
-        let (mut held, first) = lead(log, turn)?;
+        let (mut held, first) = lead(log, turn, &|_| false)?;
         let last = first + pending.len() as i64 - 1;
         let own: Vec<&String> = pending.iter().map(|e| &e.id).collect();
         let bound: Option<Vec<String>> = (first..)
@@ -290,7 +310,13 @@ fn accept(
 ) -> Result<Batch> {
     let ballot = held.leader.ballot().clone();
     let outcome = log.accept_batch(&ballot, first, entries, held.leader.chosen_through());
-    match &outcome {
+    report(log, turn, held, first + entries.len() as i64 - 1, &outcome);
+    outcome
+}
+
+/// Tells the leadership what came of its batch ending at round `last` (see `accept`).
+fn report(log: &Log, turn: &Turn, held: &mut Leadership, last: i64, outcome: &Result<Batch>) {
+    match outcome {
         Ok(Batch::Decided(decisions)) => {
             for d in decisions {
                 held.leader.on_decided(d.round, &d.ballot, &d.entry.id);
@@ -308,12 +334,11 @@ fn accept(
         turn.abdicate();
     } else {
         // Reported, so the leadership need not remember their values any more.
-        held.leader.forget_through(first + entries.len() as i64 - 1);
+        held.leader.forget_through(last);
         turn.lead(held);
         // The applier records them here, and tells the members if no batch follows.
         crate::applier::wake(&log.group);
     }
-    outcome
 }
 
 /// Takes the entries chosen in `decisions` out of `pending`.
@@ -348,17 +373,21 @@ fn fingerprint(voters: &[String]) -> u64 {
 
 /// The node's leadership, ready for a batch, and the round the batch goes at: the one it
 /// holds when paxos-core's `RangeLeader::next_round` lets it go on, else a new one.
-fn lead(log: &mut Log, turn: &Turn) -> Result<(Leadership, i64)> {
+/// `awaiting` says which rounds this process has batches in flight at (see `pipeline`).
+fn lead(log: &mut Log, turn: &Turn, awaiting: &dyn Fn(i64) -> bool) -> Result<(Leadership, i64)> {
     let mut attempts = 0u32;
     loop {
         let from = log.learned_through() + 1;
         let voters = fingerprint(&log.voters(from));
         if let Some(mut held) = turn.leadership() {
             if held.voters == voters {
-                if let Some(first) = held.leader.next_round(from - 1) {
-                    // Rounds before it that this log has yet to record were decided under
-                    // the leadership: the applier records them.
-                    log.skip_to(first - 1);
+                if let Some(first) = held.leader.next_round(from - 1, awaiting) {
+                    // Rounds the leadership vouches for that this log has yet to record were
+                    // decided under it: the applier records them. (Rounds of batches still in
+                    // flight are not among them.)
+                    if let Some(vouched) = held.leader.chosen_through() {
+                        log.skip_to(vouched.min(first - 1));
+                    }
                     return Ok((held, first));
                 }
             }
@@ -385,7 +414,7 @@ fn lead(log: &mut Log, turn: &Turn) -> Result<(Leadership, i64)> {
                     break;
                 }
                 let noop = noop();
-                let Some(first) = held.leader.next_round(round - 1) else {
+                let Some(first) = held.leader.next_round(round - 1, |_| false) else {
                     break;
                 };
                 let entry = match held.leader.propose(first, noop.id.clone()) {
@@ -410,7 +439,7 @@ fn lead(log: &mut Log, turn: &Turn) -> Result<(Leadership, i64)> {
                 continue;
             }
         }
-        if let Some(first) = held.leader.next_round(log.learned_through()) {
+        if let Some(first) = held.leader.next_round(log.learned_through(), |_| false) {
             return Ok((held, first));
         }
     }

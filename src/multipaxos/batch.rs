@@ -21,15 +21,20 @@ impl Log {
         entries: &[Entry],
         chosen_through: Option<i64>,
     ) -> Result<Batch> {
+        self.send_batch(ballot, first, entries, chosen_through)
+            .outcome()
+    }
+
+    /// Sends what [`Log::accept_batch`] sends, and returns at once: the answers are counted
+    /// by [`BatchInFlight::outcome`], so that later batches can go out meanwhile.
+    pub fn send_batch(
+        &self,
+        ballot: &Ballot,
+        first: i64,
+        entries: &[Entry],
+        chosen_through: Option<i64>,
+    ) -> BatchInFlight {
         let voters = self.voters(first);
-        let needed = majority(voters.len());
-        let mut proposers: Vec<Proposer<Entry>> = entries
-            .iter()
-            .map(|e| Proposer::prepared(ballot.clone(), voters.len(), e.clone()))
-            .collect();
-        for p in &mut proposers {
-            p.start();
-        }
         let request = AcceptRequest {
             group: self.group.clone(),
             first_round: first,
@@ -37,52 +42,130 @@ impl Log {
             entries: entries.to_vec(),
             chosen_through,
         };
-        let requests = to_each(&voters, "paxos_accept", &request);
-        let mut decided: Vec<Option<Decision>> = vec![None; entries.len()];
-        let (mut lost, mut answered, mut failures) = (false, 0, Vec::new());
-        peers::exchange(&requests, |i, reply| {
-            match reply.and_then(|t| parse::<AcceptResponse>(&t)) {
-                Ok(replies) if replies.len() == entries.len() => {
-                    answered += 1;
-                    for (k, reply) in replies.into_iter().enumerate() {
-                        if decided[k].is_some() {
-                            continue;
-                        }
-                        match proposers[k].on_accept_reply(i, ballot, reply) {
-                            Some(Command::Chosen { ballot, value }) => {
-                                decided[k] = Some(Decision {
-                                    round: first + k as i64,
-                                    ballot,
-                                    entry: value,
-                                })
+        let sent = peers::send(&to_each(&voters, "paxos_accept", &request));
+        BatchInFlight::new(&self.group, ballot, first, entries, voters, sent)
+    }
+}
+
+/// An accept request of [`Log::send_batch`] whose answers are still to be counted.
+pub struct BatchInFlight {
+    group: String,
+    ballot: Ballot,
+    first: i64,
+    voters: Vec<String>,
+    sent: peers::Sent,
+    /// Per round, counts the votes.
+    proposers: Vec<Proposer<Entry>>,
+    decided: Vec<Option<Decision>>,
+    lost: bool,
+    answered: usize,
+    failures: Vec<String>,
+}
+
+impl BatchInFlight {
+    fn new(
+        group: &str,
+        ballot: &Ballot,
+        first: i64,
+        entries: &[Entry],
+        voters: Vec<String>,
+        sent: peers::Sent,
+    ) -> Self {
+        let mut proposers: Vec<Proposer<Entry>> = entries
+            .iter()
+            .map(|e| Proposer::prepared(ballot.clone(), voters.len(), e.clone()))
+            .collect();
+        for p in &mut proposers {
+            p.start();
+        }
+        BatchInFlight {
+            group: group.to_owned(),
+            ballot: ballot.clone(),
+            first,
+            voters,
+            sent,
+            decided: vec![None; entries.len()],
+            proposers,
+            lost: false,
+            answered: 0,
+            failures: Vec::new(),
+        }
+    }
+
+    /// The rounds the batch went to.
+    pub fn rounds(&self) -> std::ops::RangeInclusive<i64> {
+        self.first..=self.first + self.decided.len() as i64 - 1
+    }
+
+    /// Counts the answers until every round is decided, a higher ballot shows, or no
+    /// majority can answer any more; or, returning `false` then, until `stop` holds.
+    /// `true` once the outcome is known.
+    pub fn wait_until(&mut self, stop: Option<&dyn Fn() -> bool>) -> bool {
+        let BatchInFlight {
+            ballot,
+            first,
+            voters,
+            sent,
+            proposers,
+            decided,
+            lost,
+            answered,
+            failures,
+            ..
+        } = self;
+        let count = decided.len();
+        sent.collect_until(
+            |i, reply| {
+                match reply.and_then(|t| parse::<AcceptResponse>(&t)) {
+                    Ok(replies) if replies.len() == count => {
+                        *answered += 1;
+                        for (k, reply) in replies.into_iter().enumerate() {
+                            if decided[k].is_some() {
+                                continue;
                             }
-                            Some(_) => lost = true,
-                            None => {}
+                            match proposers[k].on_accept_reply(i, ballot, reply) {
+                                Some(Command::Chosen { ballot, value }) => {
+                                    decided[k] = Some(Decision {
+                                        round: *first + k as i64,
+                                        ballot,
+                                        entry: value,
+                                    })
+                                }
+                                Some(_) => *lost = true,
+                                None => {}
+                            }
                         }
                     }
+                    Ok(_) => failures.push(format!("{}: answered for other rounds", voters[i])),
+                    Err(reason) => failures.push(format!("{}: {reason}", voters[i])),
                 }
-                Ok(_) => failures.push(format!("{}: answered for other rounds", voters[i])),
-                Err(reason) => failures.push(format!("{}: {reason}", voters[i])),
-            }
-            if lost || decided.iter().all(Option::is_some) {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        });
-        if decided.iter().all(Option::is_some) {
-            return Ok(Batch::Decided(decided.into_iter().flatten().collect()));
+                if *lost || decided.iter().all(Option::is_some) {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+            stop,
+        )
+    }
+
+    /// Waits for the batch's outcome (see [`BatchInFlight::wait_until`]).
+    pub fn outcome(mut self) -> Result<Batch> {
+        self.wait_until(None);
+        if self.decided.iter().all(Option::is_some) {
+            return Ok(Batch::Decided(self.decided.into_iter().flatten().collect()));
         }
-        if lost || answered >= needed {
+        let needed = majority(self.voters.len());
+        if self.lost || self.answered >= needed {
             return Ok(Batch::Lost);
         }
         Err(PaxosError::NoMajority {
-            group: self.group.clone(),
-            round: first,
-            answered,
-            members: voters.len(),
+            group: self.group,
+            round: self.first,
+            answered: self.answered,
+            members: self.voters.len(),
             needed,
-            failures,
+            failures: self.failures,
         })
     }
 }

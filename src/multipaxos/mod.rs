@@ -44,7 +44,7 @@ mod learning;
 mod range;
 mod single;
 
-pub use batch::Batch;
+pub use batch::{Batch, BatchInFlight};
 
 impl Log {
     pub fn open(group: &str, proposer: &str) -> Result<Log> {

@@ -160,10 +160,11 @@ pub fn accept_batch<V: Clone + PartialEq>(
 /// under the same ballot, and a later proposer that hears of both could pick the wrong
 /// one after the other was chosen.
 ///
-/// A node shares one leadership among the processes that propose for it, one batch at a
-/// time: each takes the rounds of its batch from [`RangeLeader::next_round`], proposes
-/// there, and reports every decision it learns; it is serialisable so that the node can
-/// keep it between them.
+/// A node shares one leadership among the processes that propose for it, one at a time:
+/// each takes the rounds of its batches from [`RangeLeader::next_round`], proposes there,
+/// and reports every decision it learns; one process may have several batches in flight
+/// (pipelining), and must report each before it lets the leadership go. It is
+/// serialisable so that the node can keep it between them.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RangeLeader<V> {
     ballot: Ballot,
@@ -241,28 +242,40 @@ impl<V: Clone> RangeLeader<V> {
     }
 
     /// The first round of the next batch, for a caller that knows every round through
-    /// `known_through` decided (however it learned them) and that no batch of this
-    /// leadership is in flight. `None`, and the leadership is abandoned, when some round it
-    /// proposed at was never reported decided ([`RangeLeader::on_decided`]): whoever
-    /// proposed there stopped before hearing the outcome, another ballot may have decided
-    /// it, and an acceptor may still hold this ballot's value there, which a later
+    /// `known_through` decided (however it learned them) and still awaits the outcome of the
+    /// rounds for which `awaiting` holds: the batches it has in flight under this
+    /// leadership (pipelining). `None`, and the leadership is abandoned, when some other
+    /// round it proposed at was never reported decided ([`RangeLeader::on_decided`]):
+    /// whoever proposed there stopped before hearing the outcome, another ballot may have
+    /// decided it, and an acceptor may still hold this ballot's value there, which a later
     /// [`RangeLeader::chosen_through`] would then mark chosen. That the caller knows the
-    /// round decided says nothing about under which ballot.
+    /// round decided says nothing about under which ballot; for the same reason a round it
+    /// awaits is vouched for only once reported, however the caller learned it.
     ///
     /// Known rounds it never proposed at are decided before it did: they are vouched for,
-    /// and the batch goes after them and after every round already used.
-    pub fn next_round(&mut self, known_through: i64) -> Option<i64> {
-        let unreported = self.vouched_through < self.from - 1
-            || self.proposed.iter().any(|r| !self.is_vouched(*r));
-        if unreported {
+    /// up to the first round awaited, and the batch goes after them and after every round
+    /// already used.
+    pub fn next_round(
+        &mut self,
+        known_through: i64,
+        awaiting: impl Fn(i64) -> bool,
+    ) -> Option<i64> {
+        let unreported: Vec<i64> = (self.proposed.iter().copied())
+            .filter(|r| !self.is_vouched(*r))
+            .collect();
+        let forgotten = self.vouched_through < self.from - 1;
+        if forgotten || unreported.iter().any(|r| !awaiting(*r)) {
             self.abandoned = true;
         }
         if self.abandoned {
             return None;
         }
-        if known_through > self.vouched_through {
-            self.vouched_through = known_through;
-            self.vouched_beyond = self.vouched_beyond.split_off(&(known_through + 1));
+        let vouchable = unreported
+            .first()
+            .map_or(known_through, |r| known_through.min(r - 1));
+        if vouchable > self.vouched_through {
+            self.vouched_through = vouchable;
+            self.vouched_beyond = self.vouched_beyond.split_off(&(vouchable + 1));
             while self.vouched_beyond.remove(&(self.vouched_through + 1)) {
                 self.vouched_through += 1;
             }
@@ -627,9 +640,9 @@ mod tests {
         // members. It may have been decided under another ballot while an acceptor holds this
         // ballot's value there: vouching for it would have that value marked chosen.
         let mut leader = RangeLeader::new(b(4, "x"), 10, []);
-        assert_eq!(leader.next_round(9), Some(10));
+        assert_eq!(leader.next_round(9, |_| false), Some(10));
         assert_eq!(leader.propose(10, "a"), Some("a"));
-        assert_eq!(leader.next_round(10), None);
+        assert_eq!(leader.next_round(10, |_| false), None);
         assert!(leader.is_abandoned());
         assert_eq!(leader.chosen_through(), None);
         assert_eq!(leader.propose(11, "b"), None);
@@ -640,21 +653,25 @@ mod tests {
         let mut leader = RangeLeader::new(b(4, "x"), 0, []);
         leader.propose(0, "a");
         leader.forget_through(0);
-        assert_eq!(leader.next_round(0), None);
+        assert_eq!(leader.next_round(0, |_| false), None);
     }
 
     #[test]
     fn the_next_batch_goes_after_the_rounds_used_and_the_rounds_known() {
         let mut leader = RangeLeader::new(b(4, "x"), 5, []);
-        assert_eq!(leader.next_round(4), Some(5));
+        assert_eq!(leader.next_round(4, |_| false), Some(5));
         leader.propose(5, "a");
         leader.propose(6, "b");
         assert!(leader.on_decided(5, &b(4, "x"), &"a"));
         assert!(leader.on_decided(6, &b(4, "x"), &"b"));
-        assert_eq!(leader.next_round(4), Some(7), "after the rounds it used");
+        assert_eq!(
+            leader.next_round(4, |_| false),
+            Some(7),
+            "after the rounds it used"
+        );
         assert_eq!(leader.chosen_through(), Some(6));
         assert_eq!(
-            leader.next_round(9),
+            leader.next_round(9, |_| false),
             Some(10),
             "after the rounds known decided"
         );
@@ -669,8 +686,50 @@ mod tests {
             "decided before it proposed there"
         );
         leader.forget_through(9);
-        assert_eq!(leader.next_round(9), Some(10));
+        assert_eq!(leader.next_round(9, |_| false), Some(10));
         assert!(!leader.is_abandoned());
+    }
+
+    #[test]
+    fn a_pipelined_batch_goes_after_the_batches_in_flight() {
+        let mut leader = RangeLeader::new(b(4, "x"), 10, []);
+        assert_eq!(leader.next_round(9, |_| false), Some(10));
+        leader.propose(10, "a");
+        leader.propose(11, "b");
+        let in_flight = |r: i64| (10..=11).contains(&r);
+        // The node learned round 10 (say, its applier caught up): still not vouched for,
+        // since only the batch's own replies say under which ballot it was decided.
+        assert_eq!(leader.next_round(10, in_flight), Some(12));
+        assert_eq!(leader.chosen_through(), None);
+        leader.propose(12, "c");
+        assert!(leader.on_decided(11, &b(4, "x"), &"b"));
+        assert_eq!(leader.chosen_through(), None, "round 10 is still out");
+        assert!(leader.on_decided(10, &b(4, "x"), &"a"));
+        assert_eq!(leader.chosen_through(), Some(11));
+        assert_eq!(leader.next_round(11, |r| r == 12), Some(13));
+        assert!(!leader.is_abandoned());
+    }
+
+    #[test]
+    fn a_batch_in_flight_decided_otherwise_ends_the_leadership() {
+        let mut leader = RangeLeader::new(b(4, "x"), 0, []);
+        leader.propose(0, "a");
+        leader.propose(1, "b");
+        assert_eq!(leader.next_round(-1, |r| r <= 1), Some(2));
+        assert!(!leader.on_decided(0, &b(5, "y"), &"z"));
+        assert_eq!(leader.next_round(1, |r| r <= 1), None);
+    }
+
+    #[test]
+    fn a_batch_nobody_awaits_any_more_ends_the_leadership() {
+        // The process that had it in flight died: its rounds are unreported for good.
+        let mut leader = RangeLeader::new(b(4, "x"), 0, []);
+        leader.propose(0, "a");
+        assert_eq!(leader.next_round(-1, |r| r == 0), Some(1));
+        leader.propose(1, "b");
+        assert!(leader.on_decided(1, &b(4, "x"), &"b"));
+        assert_eq!(leader.next_round(1, |_| false), None);
+        assert_eq!(leader.chosen_through(), None);
     }
 
     #[test]

@@ -152,11 +152,14 @@ enum Msg {
 enum Timer {
     /// No more replies will come for the current attempt: start the next one.
     Silence,
+    /// A pipelining leader sends its next round while the accept of its current one is
+    /// still out, at whatever moment this fires.
+    Pipeline,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Attempt {
-    Lead { catch_up: bool },
+    Lead { catch_up: bool, pipelined: bool },
     Round(usize),
 }
 
@@ -177,6 +180,10 @@ enum Bug {
     /// Catch-up counts a majority of half the voters, so that a minority decides (one
     /// acceptance of three).
     CatchUpCountsHalfTheVoters,
+    /// A pipelining leader takes a round whose accept is still out as decided the way it
+    /// proposed it once its node learned the round (say, through its applier's catch-up),
+    /// and vouches for it in its next round's accept.
+    PipelineVouchesAwaited,
 }
 
 #[derive(Clone)]
@@ -235,12 +242,12 @@ enum Step {
         granted: BTreeSet<usize>,
         reported: BTreeSet<(usize, WireBallot, Val)>,
     },
-    /// The accept for `round` is out under the leader's ballot; `proposer` counts its
-    /// replies, `answers` collects those of its catch-up.
+    /// The accepts of the rounds `in_flight` are out under the leader's ballot, oldest
+    /// first (two at most, when pipelining), each with the `Proposer` that counts its
+    /// replies; `answers` collects those of the catch-up on [`CAUGHT_UP`].
     Leading {
         leader: Box<RangeLeader<Val>>,
-        round: usize,
-        proposer: Proposer<Val>,
+        in_flight: Vec<(usize, Proposer<Val>)>,
         answers: Answers<Held>,
     },
     /// Single-decree Paxos at `round`, in phase 2 once `accepting`.
@@ -317,6 +324,7 @@ fn start(
     o: &mut Out<Node>,
 ) -> Proposing {
     let ballot = WireBallot(attempt as i64 + 1, index as u8);
+    o.cancel_timer(Timer::Pipeline);
     // No timer once no attempt is left: a proposer that gives up is indistinguishable from
     // one whose messages are delayed forever.
     if attempt + 1 < plan.len() {
@@ -484,30 +492,30 @@ impl Node {
                         .iter()
                         .map(|(r, b, v)| (*r as i64, (*b).into(), *v));
                     let leader = RangeLeader::new(state.ballot.into(), *first as i64, reported);
-                    return Some(self.propose(next, Box::new(leader), o));
+                    return Some(self.propose(
+                        next,
+                        Box::new(leader),
+                        Vec::new(),
+                        Default::default(),
+                        o,
+                    ));
                 }
             }
-            (
-                Step::Leading {
-                    round, proposer, ..
-                },
-                reply,
-            ) => {
-                let reply = match reply {
-                    Msg::Accepted(b, r) if (b, r) == (state.ballot, *round) => {
-                        AcceptReply::Accepted
+            (Step::Leading { in_flight, .. }, reply) => {
+                let (round, reply) = match reply {
+                    Msg::Accepted(b, r) if b == state.ballot => (r, AcceptReply::Accepted),
+                    Msg::AcceptChosen(b, r, cb, v) if b == state.ballot => {
+                        (r, AcceptReply::Chosen(cb.into(), v))
                     }
-                    Msg::AcceptChosen(b, r, cb, v) if (b, r) == (state.ballot, *round) => {
-                        AcceptReply::Chosen(cb.into(), v)
-                    }
-                    Msg::LeaderReport(b, r, held) if (b, r) == (state.ballot, *round) => {
-                        return self.catch_up(next, from, held, o);
+                    Msg::LeaderReport(b, r, held) if b == state.ballot && r == CAUGHT_UP => {
+                        in_flight.iter().find(|(round, _)| *round == r)?;
+                        return self.catch_up(next, r, from, held, o);
                     }
                     _ => return None,
                 };
+                let (_, proposer) = in_flight.iter_mut().find(|(r, _)| *r == round)?;
                 match proposer.on_accept_reply(from, &state.ballot.into(), reply) {
                     Some(Command::Chosen { ballot, value }) => {
-                        let round = *round;
                         return Some(self.decided(next, round, (&ballot).into(), value, false, o));
                     }
                     Some(cmd) => unreachable!("accepted replies never ask for {cmd:?}"),
@@ -561,26 +569,44 @@ impl Node {
         (next != *state).then_some(next)
     }
 
-    /// Proposes at the next round the leadership gives, telling the acceptors what it
-    /// vouches for, as the extension does; abandons the attempt when the leadership is given
-    /// up.
+    /// Proposes at the next round the leadership gives, after the rounds still `in_flight`,
+    /// telling the acceptors what it vouches for, as the extension does; abandons the
+    /// attempt when the leadership is given up.
     fn propose(
         &self,
         mut state: Proposing,
         mut leader: Box<RangeLeader<Val>>,
+        mut in_flight: Vec<(usize, Proposer<Val>)>,
+        answers: Answers<Held>,
         o: &mut Out<Node>,
     ) -> Proposing {
-        let Node::Proposer { index, plan, .. } = self else {
+        let Node::Proposer { index, plan, bug } = self else {
             unreachable!("only proposers lead")
         };
+        if *bug == Bug::PipelineVouchesAwaited {
+            for (round, _) in &in_flight {
+                if let Some((_, decided)) = state.known[*round] {
+                    trust(&mut leader, *round, decided);
+                }
+            }
+        }
         let known = known_through(&state.known).map_or(-1, |t| t as i64);
-        let Some(round) = leader.next_round(known) else {
+        let awaiting = |round: i64| in_flight.iter().any(|(r, _)| *r as i64 == round);
+        let Some(round) = leader.next_round(known, awaiting) else {
             return next_attempt(*index, plan, &state, o);
         };
         let round = round as usize;
         if round >= ROUNDS {
-            o.cancel_timer(Timer::Silence);
-            state.step = Step::Idle;
+            if in_flight.is_empty() {
+                o.cancel_timer(Timer::Silence);
+                state.step = Step::Idle;
+            } else {
+                state.step = Step::Leading {
+                    leader,
+                    in_flight,
+                    answers,
+                };
+            }
             return state;
         }
         let value = leader
@@ -591,44 +617,70 @@ impl Node {
         let chosen_through = leader.chosen_through().map(|t| t as usize);
         assert!(chosen_through.is_none_or(|t| t < round));
         broadcast(Msg::Accept(state.ballot, round, value, chosen_through), o);
-        if plan[state.attempt] == (Attempt::Lead { catch_up: true }) && round == CAUGHT_UP {
+        let Attempt::Lead {
+            catch_up,
+            pipelined,
+        } = plan[state.attempt]
+        else {
+            unreachable!("only a leading attempt leads")
+        };
+        if catch_up && round == CAUGHT_UP {
             broadcast(Msg::LeaderQuery(state.ballot, round), o);
+        }
+        in_flight.push((round, proposer));
+        if pipelined && in_flight.len() == 1 && round + 1 < ROUNDS {
+            o.set_timer(Timer::Pipeline, model_timeout());
         }
         state.step = Step::Leading {
             leader,
-            round,
-            proposer,
-            answers: Default::default(),
+            in_flight,
+            answers,
         };
         state
     }
 
-    /// A catching-up leader's reaction to an answer about its current round.
+    /// A pipelining leader's next round, while its current one is still out.
+    fn pipeline(&self, state: &Proposing, o: &mut Out<Node>) -> Option<Proposing> {
+        let Step::Leading {
+            leader,
+            in_flight,
+            answers,
+        } = &state.step
+        else {
+            return None;
+        };
+        let (leader, in_flight) = (leader.clone(), in_flight.clone());
+        Some(self.propose(state.clone(), leader, in_flight, *answers, o))
+    }
+
+    /// A catching-up leader's reaction to an answer about `round`, which it has in flight.
     fn catch_up(
         &self,
         mut state: Proposing,
+        round: usize,
         from: usize,
         held: Held,
         o: &mut Out<Node>,
     ) -> Option<Proposing> {
-        let Step::Leading { round, answers, .. } = &mut state.step else {
+        let Step::Leading { answers, .. } = &mut state.step else {
             unreachable!("only a leader catches up")
         };
-        if answers[from].is_some() {
+        if answers[from].is_some() || state.known[round].is_some() {
             return None;
         }
         answers[from] = Some(held);
-        let round = *round;
         match decided_at(&answers[..], Bug::None) {
             Some((b, v)) => Some(self.decided(state, round, b, v, true, o)),
             None => Some(state),
         }
     }
 
-    /// A leader learned how its current round was decided. Its leadership hears of it only
-    /// from the accept replies: a decision another backend of the node found by catching up
-    /// is not reported to it, so the leadership's next round finds the round unreported and
-    /// gives the ballot up (see [`RangeLeader::next_round`]).
+    /// A leader learned how `round`, which it has in flight, was decided. Its leadership
+    /// hears of it only from the accept replies: a decision another backend of the node
+    /// found by catching up is not reported to it. Without pipelining, the leadership's
+    /// next round then finds the round unreported and gives the ballot up (see
+    /// [`RangeLeader::next_round`]); a pipelining leader still awaits the round's replies,
+    /// and its next round goes after it without vouching for it.
     fn decided(
         &self,
         mut state: Proposing,
@@ -642,10 +694,15 @@ impl Node {
             unreachable!("only proposers lead")
         };
         state.known[round] = Some((ballot, value));
-        let Step::Leading { leader, .. } = &mut state.step else {
+        let Step::Leading {
+            leader,
+            in_flight,
+            answers,
+        } = &state.step
+        else {
             unreachable!("only a leader decides its round")
         };
-        let mut leader = leader.clone();
+        let (mut leader, mut in_flight, answers) = (leader.clone(), in_flight.clone(), *answers);
         let trusts_any_decision = match bug {
             Bug::LeaderKeepsBallot => true,
             Bug::CaughtUpLeaderKeepsBallot => by_catch_up,
@@ -653,17 +710,48 @@ impl Node {
         };
         if trusts_any_decision {
             // The broken variants take the round as decided the way the leader proposed it.
-            let own = leader.ballot().clone();
-            let bound = leader.propose(round as i64, value).unwrap_or(value);
-            leader.on_decided(round as i64, &own, &bound);
+            trust(&mut leader, round, value);
         } else if !by_catch_up {
             leader.on_decided(round as i64, &ballot.into(), &value);
         }
         if leader.is_abandoned() {
             return next_attempt(*index, plan, &state, o);
         }
-        self.propose(state, leader, o)
+        let pipelined = matches!(
+            plan[state.attempt],
+            Attempt::Lead {
+                pipelined: true,
+                ..
+            }
+        );
+        if by_catch_up && pipelined && !trusts_any_decision {
+            state.step = Step::Leading {
+                leader,
+                in_flight,
+                answers,
+            };
+            return state;
+        }
+        in_flight.retain(|(r, _)| *r != round);
+        if in_flight.is_empty() {
+            self.propose(state, leader, in_flight, answers, o)
+        } else {
+            state.step = Step::Leading {
+                leader,
+                in_flight,
+                answers,
+            };
+            state
+        }
     }
+}
+
+/// What the broken variants do: take `round` as decided under the leader's ballot with the
+/// value it bound there.
+fn trust(leader: &mut RangeLeader<Val>, round: usize, decided: Val) {
+    let own = leader.ballot().clone();
+    let bound = leader.propose(round as i64, decided).unwrap_or(decided);
+    leader.on_decided(round as i64, &own, &bound);
 }
 
 /// Abandons the current attempt for the next one, if any is left.
@@ -741,12 +829,16 @@ impl Actor for Node {
         }
     }
 
-    fn on_timeout(&self, _id: Id, state: &mut Cow<NodeState>, _timer: &Timer, o: &mut Out<Self>) {
+    fn on_timeout(&self, _id: Id, state: &mut Cow<NodeState>, timer: &Timer, o: &mut Out<Self>) {
         let (Node::Proposer { index, plan, .. }, NodeState::Proposer(proposing)) = (self, &**state)
         else {
             return;
         };
-        if proposing.step != Step::Idle {
+        if *timer == Timer::Pipeline {
+            if let Some(next) = self.pipeline(proposing, o) {
+                *state.to_mut() = NodeState::Proposer(next);
+            }
+        } else if proposing.step != Step::Idle {
             let next = next_attempt(*index, plan, proposing, o);
             *state.to_mut() = NodeState::Proposer(next);
         }
@@ -885,9 +977,10 @@ impl Checked {
                     },
                     Msg::Accept(_, r, ..),
                 ) => *accepting && r == round,
-                (Step::Leading { round, .. }, Msg::Accept(_, r, ..) | Msg::LeaderQuery(_, r)) => {
-                    r == round
-                }
+                (
+                    Step::Leading { in_flight, .. },
+                    Msg::Accept(_, r, ..) | Msg::LeaderQuery(_, r),
+                ) => in_flight.iter().any(|(round, _)| round == r),
                 _ => false,
             }
     }
@@ -1006,6 +1099,30 @@ impl Model for Checked {
                 },
             ));
         }
+        let pipelines = self.plans.iter().any(|plan| {
+            plan.iter().any(|a| {
+                matches!(
+                    a,
+                    Attempt::Lead {
+                        pipelined: true,
+                        ..
+                    }
+                )
+            })
+        });
+        if pipelines {
+            properties.push(Property::sometimes(
+                "a round goes out while another is in flight",
+                |_, state: &State| {
+                    state.actor_states[ACCEPTORS..].iter().any(|s| {
+                        matches!(&**s, NodeState::Proposer(Proposing {
+                            step: Step::Leading { in_flight, .. },
+                            ..
+                        }) if in_flight.len() > 1)
+                    })
+                },
+            ));
+        }
         if self.learns {
             properties.push(Property::sometimes(
                 "the catch-up decides a round",
@@ -1058,8 +1175,25 @@ fn check_cases(cases: &[Case]) {
     assert_eq!(found, expected, "unique states per case");
 }
 
-const LEAD: Attempt = Attempt::Lead { catch_up: false };
-const LEAD_CATCHING_UP: Attempt = Attempt::Lead { catch_up: true };
+const LEAD: Attempt = Attempt::Lead {
+    catch_up: false,
+    pipelined: false,
+};
+const LEAD_CATCHING_UP: Attempt = Attempt::Lead {
+    catch_up: true,
+    pipelined: false,
+};
+/// Pipelining: round 1 goes out while round 0's accept may still be out.
+const LEAD_PIPELINED: Attempt = Attempt::Lead {
+    catch_up: false,
+    pipelined: true,
+};
+/// The same, catching up on round 0 while its accept is out, as the extension's proposer
+/// does next to its node's applier.
+const LEAD_PIPELINING: Attempt = Attempt::Lead {
+    catch_up: true,
+    pipelined: true,
+};
 const GAP_0: Attempt = Attempt::Round(0);
 
 const NO_LEARNER: &[usize] = &[];
@@ -1105,6 +1239,28 @@ fn catch_up() {
             [&[LEAD], &[]],
             ASKS_BOTH,
             15_756,
+        ),
+    ]);
+}
+
+/// A leader with two rounds in flight (pipelining), catching up on the first while its
+/// accept is out: alone with the learner, against a second leader, and against a gap
+/// filler that decides round 0 under a higher ballot meanwhile.
+#[test]
+#[cfg_attr(debug_assertions, ignore = "exhaustive; run with --release")]
+fn pipelining() {
+    check_cases(&[
+        (
+            "lead pipelining 1/p1 alone",
+            [&[LEAD_PIPELINING], &[]],
+            NO_LEARNER,
+            170_268,
+        ),
+        (
+            "lead pipelined 1/p1, gap 1/p2 at 0",
+            [&[LEAD_PIPELINED], &[GAP_0]],
+            NO_LEARNER,
+            531_712,
         ),
     ]);
 }
@@ -1247,5 +1403,17 @@ fn checker_catches_a_catch_up_that_adds_up_ballots_up_to_disagreement() {
         [&[GAP_0, GAP_0], &[GAP_0, GAP_0]],
         ASKS_ONE,
         Bug::CatchUpMixesBallots,
+    );
+}
+
+/// Pipelining done wrong: a round still in flight that the node learned decided (a gap
+/// filler decided it under a higher ballot) is vouched for in the next round's accept, and
+/// an acceptor holding the leader's value there marks it chosen.
+#[test]
+fn checker_catches_a_pipelined_leader_that_vouches_for_a_round_it_awaits() {
+    assert_caught(
+        [&[LEAD_PIPELINING], &[GAP_0]],
+        NO_LEARNER,
+        Bug::PipelineVouchesAwaited,
     );
 }
