@@ -41,6 +41,10 @@ struct Args {
     /// Workloads to measure (all by default); ratios need the baseline measured too.
     #[arg(long, value_delimiter = ',', value_enum)]
     workloads: Vec<Workload>,
+    /// A postgresql.conf line for every member (repeatable), to compare settings on one
+    /// build: `--setting "pg_paxos.pipeline_depth = 2"`.
+    #[arg(long = "setting")]
+    settings: Vec<String>,
 }
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -255,11 +259,12 @@ fn summarize(runs: &[Run]) -> Summary {
 
 /// Starts a group of `members` on loopback with the benchmark's tables; returns the cluster,
 /// a monitoring session per node and the leading node.
-async fn start_group(members: usize) -> Result<(Cluster, Vec<Client>, usize)> {
+async fn start_group(members: usize, settings: &[String]) -> Result<(Cluster, Vec<Client>, usize)> {
     eprintln!("starting a {members}-member group on 127.0.0.1 ...");
     let cluster = Cluster::start(ClusterOptions {
         nodes: members,
         name: format!("bench{members}"),
+        extra_conf: settings.to_vec(),
         ..ClusterOptions::default()
     })?;
     let (clients, _) = group::form(&cluster, GROUP).await?;
@@ -387,7 +392,7 @@ async fn run(args: Args) -> Result<()> {
         "members\tclients\tworkload\tops_per_s\tp50_ms\tp99_ms\tops_ratio\tp50_ratio\tspread\tpeer_backends\n",
     );
     for &members in &args.members {
-        let (cluster, monitors, leader) = start_group(members).await?;
+        let (cluster, monitors, leader) = start_group(members, &args.settings).await?;
         for &clients in &args.clients {
             let mut done: Vec<(Workload, Summary)> = Vec::new();
             for workload in WORKLOADS {
