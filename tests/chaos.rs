@@ -11,12 +11,17 @@ const SEEDS: [(u64, usize); 3] = [(1, 3), (2, 3), (3, 5)];
 const DURATION: Duration = Duration::from_secs(15);
 
 fn seeded_run(seed: u64, nodes: usize) {
+    seeded_run_with(seed, nodes, &[]);
+}
+
+fn seeded_run_with(seed: u64, nodes: usize, settings: &[&str]) {
     let config = Config {
         seed,
         nodes,
         duration: DURATION,
         clients_per_node: 2,
         keys: 6,
+        settings: settings.iter().map(|s| s.to_string()).collect(),
     };
     let report = run(&format!("chaos{seed}"), &config)
         .unwrap_or_else(|e| panic!("seed {seed} on {nodes} nodes could not run: {e}"));
@@ -45,6 +50,13 @@ fn seed_2_on_3_nodes() {
 fn seed_3_on_5_nodes() {
     let (seed, nodes) = SEEDS[2];
     seeded_run(seed, nodes);
+}
+
+/// Seed 1's faults with two batches in flight on the leading member.
+#[test]
+fn seed_1_on_3_nodes_pipelined() {
+    let (seed, nodes) = SEEDS[0];
+    seeded_run_with(seed, nodes, &["pg_paxos.pipeline_depth = 2"]);
 }
 
 #[test]

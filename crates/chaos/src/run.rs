@@ -22,6 +22,8 @@ pub struct Config {
     pub clients_per_node: usize,
     /// Registers; fewer keys mean more contention and longer per-key histories.
     pub keys: i32,
+    /// postgresql.conf lines for every member.
+    pub settings: Vec<String>,
 }
 
 /// What a run did and found.
@@ -84,6 +86,7 @@ fn run_on_cluster(name: &str, config: &Config) -> Result<Report, Failure> {
     let cluster = Cluster::start(ClusterOptions {
         nodes: config.nodes,
         name: name.to_owned(),
+        extra_conf: config.settings.clone(),
         ..ClusterOptions::default()
     })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -28,6 +28,9 @@ struct Args {
     clients_per_node: usize,
     #[arg(long, default_value_t = 8)]
     keys: i32,
+    /// A postgresql.conf line for every member (repeatable).
+    #[arg(long = "setting")]
+    settings: Vec<String>,
 }
 
 /// Set by the first SIGINT or SIGTERM: no run starts after the current one.
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
             duration: Duration::from_secs(args.run_seconds),
             clients_per_node: args.clients_per_node,
             keys: args.keys,
+            settings: args.settings.clone(),
         };
         match run("soak", &config) {
             Ok(report) => {
