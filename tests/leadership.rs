@@ -213,3 +213,44 @@ async fn a_batch_goes_out_while_the_one_before_is_undecided() {
     }
     assert_same_gap_free_logs(&logs);
 }
+
+/// The leading member A proposes at a round it does not know another member decided
+/// meanwhile (B, with C, while A's votes were held back): the acceptors answer that the
+/// round is chosen with B's value, and A's append must go to a later round, not fail.
+/// (The first pipelined version reported such an append as 40003, "lost from its batch".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_whose_round_was_decided_elsewhere_goes_to_a_later_round() {
+    let cluster = start_with(
+        "decided-elsewhere",
+        3,
+        &["pg_paxos.request_timeout = '60s'"],
+    );
+    let (clients, [a, b, _], round) = led_group(&cluster).await;
+
+    let lock_a = connect(&cluster, a).await;
+    block_votes(&lock_a).await;
+    let decided: Option<String> = clients[b]
+        .query_one(
+            "SELECT accepted_value FROM paxos('b', $1, $2, 'won')",
+            &[&GROUP, &round],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(decided.as_deref(), Some("won"));
+    drop_waiting_votes(&clients[a]).await;
+    lock_a.batch_execute("ROLLBACK").await.unwrap();
+
+    let appended = append(&clients[a], "mine")
+        .await
+        .expect("the append is chosen");
+    assert!(
+        appended > round,
+        "appended at {appended}, B decided {round}"
+    );
+    let mut logs = Vec::new();
+    for client in &clients {
+        logs.push(applied_log(client).await);
+    }
+    assert_same_gap_free_logs(&logs);
+}

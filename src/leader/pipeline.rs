@@ -31,8 +31,9 @@ struct Flight {
     batch: BatchInFlight,
 }
 
-/// Entries to propose again once nothing is in flight: of a batch that was not decided
-/// (with the rounds it went to), or of one that could not go out pipelined.
+/// Entries to propose again once nothing is in flight: of a batch that was not decided, or
+/// whose rounds were decided with other values (with the rounds it went to), or of one that
+/// could not go out pipelined.
 struct Leftover {
     taken: Vec<Taken>,
     entries: Vec<Entry>,
@@ -159,8 +160,17 @@ fn land(log: &mut Log, turn: &Turn, flight: Flight) -> Option<Leftover> {
     match outcome {
         Ok(Batch::Decided(decisions)) => {
             record(log, &decisions);
-            turn.finish(taken, |e| chosen_at(&decisions, e));
-            None
+            // A round an acceptor knew decided otherwise was not this batch's to take: its
+            // entry goes again, later.
+            let (chosen, again): (Vec<Taken>, Vec<Taken>) = taken
+                .into_iter()
+                .partition(|t| decisions.iter().any(|d| d.entry.id == t.entry.id));
+            turn.finish(chosen, |e| chosen_at(&decisions, e));
+            (!again.is_empty()).then(|| Leftover {
+                entries: again.iter().map(|t| t.entry.clone()).collect(),
+                taken: again,
+                rounds: Some(rounds),
+            })
         }
         Ok(Batch::Lost) => {
             let entries = taken.iter().map(|t| t.entry.clone()).collect();
