@@ -188,8 +188,8 @@ fn land(log: &mut Log, turn: &Turn, flight: Flight) -> Option<Leftover> {
     }
 }
 
-/// Proposes again the entries of a batch a higher ballot overtook, once every round it
-/// went to is decided (so that none is chosen twice), as `propose_until_decided` does.
+/// Proposes `leftover`'s entries again, through the sequential path, once every round
+/// they went to is decided (so that none is chosen twice), as `propose_until_decided` does.
 fn again(log: &mut Log, turn: &Turn, leftover: Leftover) {
     let Leftover {
         taken,
