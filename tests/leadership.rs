@@ -43,6 +43,30 @@ async fn drop_waiting_votes(client: &Client) {
     }
 }
 
+/// Member `decider` decides `round` as "won" with single-decree Paxos while the votes of
+/// member `held_back` wait, whose waiting votes are then ended: it never votes there.
+async fn decide_without(
+    cluster: &TestCluster,
+    clients: &[Client],
+    decider: usize,
+    held_back: usize,
+    round: i64,
+) {
+    let lock = connect(cluster, held_back).await;
+    block_votes(&lock).await;
+    let decided: Option<String> = clients[decider]
+        .query_one(
+            "SELECT accepted_value FROM paxos('b', $1, $2, 'won')",
+            &[&GROUP, &round],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(decided.as_deref(), Some("won"));
+    drop_waiting_votes(&clients[held_back]).await;
+    lock.batch_execute("ROLLBACK").await.unwrap();
+}
+
 /// What `client`'s member holds at `round`: the value accepted there, and whether it is
 /// marked chosen.
 async fn held_at(client: &Client, round: i64) -> Option<(Option<String>, bool)> {
@@ -80,11 +104,7 @@ async fn a_round_its_proposer_never_heard_of_is_never_vouched_for() {
     let (clients, [a, b, c], round) = led_group(&cluster).await;
 
     // A's and B's votes wait; C votes.
-    let (lock_a, lock_b, lock_c) = (
-        connect(&cluster, a).await,
-        connect(&cluster, b).await,
-        connect(&cluster, c).await,
-    );
+    let (lock_a, lock_b) = (connect(&cluster, a).await, connect(&cluster, b).await);
     block_votes(&lock_a).await;
     block_votes(&lock_b).await;
     let session = connect(&cluster, a).await;
@@ -115,18 +135,7 @@ async fn a_round_its_proposer_never_heard_of_is_never_vouched_for() {
     assert_eq!(held_at(&clients[b], round).await, None, "B never voted");
 
     // B decides the round with A, while C's vote waits.
-    block_votes(&lock_c).await;
-    let decided: Option<String> = clients[b]
-        .query_one(
-            "SELECT accepted_value FROM paxos('b', $1, $2, 'won')",
-            &[&GROUP, &round],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(decided.as_deref(), Some("won"));
-    drop_waiting_votes(&clients[c]).await;
-    lock_c.batch_execute("ROLLBACK").await.unwrap();
+    decide_without(&cluster, &clients, b, c, round).await;
     assert_eq!(
         held_at(&clients[c], round).await,
         Some((Some("lost".to_owned()), false)),
@@ -151,10 +160,7 @@ async fn a_round_its_proposer_never_heard_of_is_never_vouched_for() {
         Some((Some("lost".to_owned()), true)),
         "C marked the value that lost chosen at round {round}"
     );
-    let mut logs = Vec::new();
-    for client in &clients {
-        logs.push(applied_log(client).await);
-    }
+    let logs = futures_util::future::join_all(clients.iter().map(applied_log)).await;
     assert_same_gap_free_logs(&logs);
 }
 
@@ -207,10 +213,7 @@ async fn a_batch_goes_out_while_the_one_before_is_undecided() {
         rounds.push(outcome.expect("the append is chosen"));
     }
     assert_eq!(rounds, vec![round, round + 1]);
-    let mut logs = Vec::new();
-    for client in &clients {
-        logs.push(applied_log(client).await);
-    }
+    let logs = futures_util::future::join_all(clients.iter().map(applied_log)).await;
     assert_same_gap_free_logs(&logs);
 }
 
@@ -227,19 +230,7 @@ async fn an_append_whose_round_was_decided_elsewhere_goes_to_a_later_round() {
     );
     let (clients, [a, b, _], round) = led_group(&cluster).await;
 
-    let lock_a = connect(&cluster, a).await;
-    block_votes(&lock_a).await;
-    let decided: Option<String> = clients[b]
-        .query_one(
-            "SELECT accepted_value FROM paxos('b', $1, $2, 'won')",
-            &[&GROUP, &round],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(decided.as_deref(), Some("won"));
-    drop_waiting_votes(&clients[a]).await;
-    lock_a.batch_execute("ROLLBACK").await.unwrap();
+    decide_without(&cluster, &clients, b, a, round).await;
 
     let appended = append(&clients[a], "mine")
         .await
@@ -248,9 +239,6 @@ async fn an_append_whose_round_was_decided_elsewhere_goes_to_a_later_round() {
         appended > round,
         "appended at {appended}, B decided {round}"
     );
-    let mut logs = Vec::new();
-    for client in &clients {
-        logs.push(applied_log(client).await);
-    }
+    let logs = futures_util::future::join_all(clients.iter().map(applied_log)).await;
     assert_same_gap_free_logs(&logs);
 }
