@@ -6,6 +6,7 @@
 //! - [`Membership`]: which members vote on a round, and how many make a majority.
 //! - [`RangePromise`], [`prepare_from`], [`accept_batch`], [`RangeLeader`]: Multi-Paxos with
 //!   a stable leader, phase 1 once for every round from some round on.
+//! - [`lease`]: leader leases, so that the leading member reads without a round trip.
 //! - [`compaction`]: which rounds a member may forget, and refusing them afterwards.
 //! - [`mark_chosen_through`], [`decided_by_reports`]: learning decisions from accept requests
 //!   and from what the voters report, without a message of their own.
@@ -17,6 +18,7 @@ mod acceptor;
 mod ballot;
 pub mod compaction;
 mod learning;
+pub mod lease;
 mod membership;
 mod proposer;
 mod range;

@@ -289,6 +289,21 @@ impl<V: Clone> RangeLeader<V> {
         )
     }
 
+    /// The highest round this leadership knows anything of: rounds before its range (its
+    /// node had learned them when it prepared), rounds its prepare found accepted, rounds it
+    /// proposed at, rounds it saw decided. While its lease holds, no round above it was
+    /// decided (see [`crate::lease`]).
+    pub fn highest_known(&self) -> i64 {
+        let beyond = self.vouched_beyond.iter().next_back();
+        let bound = self.bound.keys().next_back();
+        let proposed = self.proposed.iter().next_back();
+        [beyond, bound, proposed]
+            .into_iter()
+            .flatten()
+            .copied()
+            .fold((self.from - 1).max(self.vouched_through), i64::max)
+    }
+
     /// Gives the leadership up for good, as when a batch's outcome stays unknown.
     pub fn abandon(&mut self) {
         self.abandoned = true;
@@ -730,6 +745,25 @@ mod tests {
         assert!(leader.on_decided(1, &b(4, "x"), &"b"));
         assert_eq!(leader.next_round(1, |_| false), None);
         assert_eq!(leader.chosen_through(), None);
+    }
+
+    #[test]
+    fn a_leadership_knows_every_round_it_found_proposed_or_saw_decided() {
+        let mut leader = RangeLeader::new(b(4, "x"), 10, [(13, b(2, "y"), "r")]);
+        assert_eq!(leader.highest_known(), 13, "reported by its prepare");
+        assert_eq!(leader.next_round(9, |_| false), Some(10));
+        leader.propose(10, "a");
+        assert!(leader.on_decided(16, &b(3, "y"), &"z"));
+        assert_eq!(leader.highest_known(), 16, "seen decided");
+        leader.propose(17, "b");
+        assert_eq!(leader.highest_known(), 17, "proposed at");
+        assert!(leader.on_decided(10, &b(4, "x"), &"a"));
+        leader.forget_through(17);
+        assert_eq!(leader.highest_known(), 17, "forgotten rounds stay known");
+        assert_eq!(
+            RangeLeader::<&str>::new(b(4, "x"), 10, []).highest_known(),
+            9
+        );
     }
 
     #[test]
