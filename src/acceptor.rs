@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::catalog;
 use crate::error::{OrRaise, PaxosError, Result};
 use crate::messages::*;
-use paxos_core::{BatchReply, PrepareFrom, RangePromise};
+use paxos_core::{BatchReply, PrepareFrom, PrepareReply, RangePromise};
 
 /// Decodes a JSON request, handles it, and encodes the reply (or raises the error). Only
 /// the role of the member connection strings (or a superuser) is served.
@@ -149,6 +149,21 @@ mod pgp_metadata {
             if let Some(range) = &range {
                 range.apply(req.round, state);
             }
+            let would_promise = matches!(
+                state.clone().on_prepare(&req.ballot),
+                PrepareReply::Promise { .. }
+            );
+            let leased = would_promise
+                .then(|| {
+                    crate::lease::round_refusal(&req.group, &req.ballot, range.as_ref(), req.round)
+                })
+                .flatten();
+            if let Some(promised) = leased {
+                return Ok(PrepareResponse {
+                    reply: PrepareReply::Reject { promised },
+                    max_round: catalog::max_accepted_round(&req.group)?,
+                });
+            }
             let reply = state.on_prepare(&req.ballot);
             catalog::store_acceptors(&req.group, &[(req.round, &*state)])?;
             Ok(PrepareResponse {
@@ -184,6 +199,12 @@ mod pgp_metadata {
                 }
                 PrepareFrom::Promise(promise) => promise,
             };
+            // Promised, unless a lease binds this acceptor to another ballot for now.
+            if let Some(promised) = crate::lease::refusal(&req.group, &req.ballot, current.as_ref())
+            {
+                let reply = RangeReply::Reject { promised };
+                return Ok(PrepareFromResponse { reply, max_round });
+            }
             catalog::set_range_promise(&req.group, &promise)?;
             catalog::set_leader(&req.group, req.leader.as_deref())?;
             let accepted = catalog::accepted_from(&req.group, req.from_round)?
@@ -196,6 +217,35 @@ mod pgp_metadata {
                 .collect();
             let reply = RangeReply::Promise { accepted };
             Ok(PrepareFromResponse { reply, max_round })
+        })
+    }
+
+    /// Grants the leader's ballot a lease when this acceptor promised it for the leader's
+    /// range and nothing higher at any round there (see `lease`). Holding the range lock
+    /// exclusively, it reads the promises every earlier prepare committed, and no prepare
+    /// runs until the grant is recorded.
+    #[pg_extern(volatile, parallel_unsafe)]
+    fn paxos_lease(request: &str) -> String {
+        serve(request, |req: LeaseRequest| {
+            check_group(&req.group)?;
+            check_ballot(&req.ballot)?;
+            crate::locks::range(&req.group);
+            let range = catalog::range_promise(&req.group)?;
+            let highest = match &range {
+                Some(r) => catalog::highest_round_promise(&req.group, r.from)?,
+                None => None,
+            };
+            let requested = req.duration_ms.saturating_mul(1_000_000);
+            let granted = crate::lease::grant(
+                &req.group,
+                &req.ballot,
+                requested,
+                range.as_ref(),
+                highest.as_ref(),
+            );
+            Ok(LeaseResponse {
+                granted_ms: granted / 1_000_000,
+            })
         })
     }
 

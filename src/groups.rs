@@ -69,13 +69,13 @@ fn verify_self(connection: &str) -> Result<()> {
     }
 }
 
-/// Calls endpoint `function` on one member.
+/// Calls endpoint `function` on one member (a membership change, which may wait for a lease).
 fn call<Rep: serde::de::DeserializeOwned>(
     member: &str,
     function: &str,
     request: &impl serde::Serialize,
 ) -> Result<Rep> {
-    peers::call(member, function, request).map_err(|reason| PaxosError::Peer {
+    peers::call_past_lease(member, function, request).map_err(|reason| PaxosError::Peer {
         connection: connstr::redact(member),
         reason,
     })

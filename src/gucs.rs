@@ -21,6 +21,7 @@ static ALLOW_MUTABLE_FUNCTIONS: GucSetting<bool> = GucSetting::<bool>::new(false
 static REQUEST_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(2000);
 static LOG_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(100_000);
 static PIPELINE_DEPTH: GucSetting<i32> = GucSetting::<i32>::new(1);
+static LEASE_DURATION_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 pub fn init() {
     GucRegistry::define_string_guc(
@@ -73,6 +74,20 @@ pub fn init() {
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
+        c"pg_paxos.lease_duration",
+        c"How long a leader lease lasts; 0 turns leases off.",
+        c"Set the same value on every member. A leading member that holds a lease serves \
+          strong reads from what it applied, without a round trip; the acceptors that \
+          granted it promise no other ballot until it runs out, and a restarted member \
+          promises nothing for this long. Assumes members' clocks run at rates within 10% \
+          of each other.",
+        &LEASE_DURATION_MS,
+        0,
+        60_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
         c"pg_paxos.log_retention",
         c"How many applied rounds of each group's log this node keeps.",
         c"Older rounds are removed in the background. A member that was down for longer \
@@ -101,6 +116,11 @@ pub fn request_timeout() -> std::time::Duration {
 
 pub fn pipeline_depth() -> usize {
     PIPELINE_DEPTH.get().clamp(1, 8) as usize
+}
+
+/// The lease duration in nanoseconds, 0 when leases are off.
+pub fn lease_duration_ns() -> u64 {
+    LEASE_DURATION_MS.get().clamp(0, 60_000) as u64 * 1_000_000
 }
 
 pub fn log_retention() -> i64 {

@@ -17,6 +17,7 @@ mod groups;
 mod gucs;
 mod ids;
 mod leader;
+mod lease;
 mod locks;
 mod messages;
 mod multipaxos;
@@ -43,6 +44,7 @@ pub extern "C-unwind" fn _PG_init() {
     }
     gucs::init();
     node::init();
+    lease::init();
     replication::init();
     applier::init();
 }

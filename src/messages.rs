@@ -258,6 +258,20 @@ pub struct CopiedSequence {
     pub last_value: Option<i64>,
 }
 
+/// Asks an acceptor for a lease for the leader's ballot (see `lease`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LeaseRequest {
+    pub group: String,
+    pub ballot: paxos_core::Ballot,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LeaseResponse {
+    /// 0 when nothing was granted.
+    pub granted_ms: u64,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct MaxRoundRequest {
     pub group: String,

@@ -754,6 +754,14 @@ pub fn leadership(group: &str) -> Option<Leadership> {
     Shared::leadership(&Key::of(group).ok()?)
 }
 
+/// Whether this node leads `group` (without reading the leadership back).
+pub fn leads(group: &str) -> bool {
+    let Ok(key) = Key::of(group) else {
+        return false;
+    };
+    SHARED.share().group(&key).is_some_and(|g| g.leading)
+}
+
 /// Forgets what this node's backends knew about a group (it was created, joined or left):
 /// a leadership of an earlier group of the same name must never be used for it.
 pub fn forget(group: &str) {

@@ -609,14 +609,16 @@ pub fn parse<T: DeserializeOwned>(text: &str) -> Result<T, Failure> {
     serde_json::from_str(text).map_err(|e| format!("unreadable answer ({e})"))
 }
 
-/// Calls endpoint `function` on one member and decodes its answer.
-pub fn call<Rep: DeserializeOwned>(
+/// Calls endpoint `function` on one member, on a connection of its own, and decodes its
+/// answer: for a request that makes the member lead (a membership change), which may first
+/// wait for another member's lease to run out. Waits the request timeout plus
+/// `pg_paxos.lease_duration`.
+pub fn call_past_lease<Rep: DeserializeOwned>(
     member: &str,
     function: &str,
     request: &impl Serialize,
 ) -> Result<Rep, Failure> {
-    exchange_all(&[(member.to_owned(), endpoint_sql(function, request))])
-        .pop()
-        .unwrap_or_else(|| Err("no answer".into()))
-        .and_then(|text| parse(&text))
+    let timeout = gucs::request_timeout() + Duration::from_nanos(gucs::lease_duration_ns());
+    let text = Session::open(member)?.call(&endpoint_sql(function, request), Some(timeout))?;
+    parse(&text.ok_or_else(|| Failure::from("no answer"))?)
 }

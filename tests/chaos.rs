@@ -59,6 +59,14 @@ fn seed_1_on_3_nodes_pipelined() {
     seeded_run_with(seed, nodes, &["pg_paxos.pipeline_depth = 2"]);
 }
 
+/// Seed 2's faults with leader leases: strong reads on the leading member are served on
+/// its lease, through pauses, partitions and crashes of the leader.
+#[test]
+fn seed_2_on_3_nodes_leased() {
+    let (seed, nodes) = SEEDS[1];
+    seeded_run_with(seed, nodes, &["pg_paxos.lease_duration = '1s'"]);
+}
+
 #[test]
 fn the_seeds_use_every_kind_of_fault() {
     let mut kinds: Vec<String> = SEEDS

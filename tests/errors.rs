@@ -151,6 +151,9 @@ async fn bad_arguments_are_refused_and_change_nothing() {
         (r#"SELECT pgp_metadata.paxos_learn('{"group":"zz","decisions":[]}')"#.to_owned(), "42704"),
         (r#"SELECT pgp_metadata.paxos_chosen('{"group":"zz","from_round":0,"through_round":9,"limit":5}')"#.to_owned(), "42704"),
         (r#"SELECT pgp_metadata.paxos_max_round('{"group":"zz"}')"#.to_owned(), "42704"),
+        (r#"SELECT pgp_metadata.paxos_lease('{"group":"zz","ballot":{"number":1,"proposer":"x"},"duration_ms":10}')"#.to_owned(), "42704"),
+        (r#"SELECT pgp_metadata.paxos_lease('{"group":"g","ballot":{"number":-1,"proposer":"x"},"duration_ms":10}')"#.to_owned(), "22023"),
+        (r#"SELECT pgp_metadata.paxos_lease('{"group":"g","ballot":{"number":1,"proposer":"x"},"duration_ms":-10}')"#.to_owned(), "22023"),
         (r#"SELECT pgp_metadata.paxos_change_membership('{"group":"g","connection":"host=db.example","kind":"join"}')"#.to_owned(), "22023"),
         (r#"SELECT pgp_metadata.paxos_change_membership('{"group":"g","connection":"host=127.0.0.1","kind":"value"}')"#.to_owned(), "22023"),
         // A ballot so high that no proposer could ever outbid it.
@@ -297,6 +300,7 @@ async fn the_readmes_grant_recipe_works_and_gives_nothing_more() {
         "UPDATE pgp_metadata.\"group\" SET last_applied_round = 0",
         "SELECT pgp_metadata.paxos_accept('{}')",
         "SELECT pgp_metadata.paxos_announce('{}')",
+        "SELECT pgp_metadata.paxos_lease('{}')",
         "SELECT pgp_metadata.paxos_submit('{}')",
         "SELECT paxos_apply_and_append('app', 'g', 'SELECT 1')",
     ] {

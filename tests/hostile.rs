@@ -191,6 +191,7 @@ async fn every_function_survives_hostile_arguments() {
             "paxos_change_membership",
             "paxos_submit",
             "paxos_announce",
+            "paxos_lease",
         ] {
             probe(db, &format!("SELECT pgp_metadata.{endpoint}($1)"), &[bad]).await;
         }

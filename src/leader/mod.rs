@@ -30,6 +30,7 @@ use crate::multipaxos::{backoff, Batch, Log};
 use crate::node::{self, Failure, Leadership, Taken, Turn, Waited};
 use crate::peers::{self, endpoint_sql, parse, Delivery};
 
+pub mod lease;
 mod pipeline;
 pub mod worker;
 
@@ -365,7 +366,7 @@ fn record(log: &mut Log, decisions: &[Decision]) {
     }
 }
 
-fn fingerprint(voters: &[String]) -> u64 {
+pub(super) fn fingerprint(voters: &[String]) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     voters.hash(&mut hasher);
     hasher.finish()

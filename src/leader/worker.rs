@@ -35,6 +35,11 @@ pub extern "C-unwind" fn pg_paxos_proposer_main(_arg: pg_sys::Datum) {
     // Not at once: the transaction that made the group may still be committing.
     let mut checked = Instant::now();
     loop {
+        if super::lease::renewal_due(&group) {
+            if let Err(error) = in_transaction(|| super::lease::renew(&group, PROPOSER)) {
+                pgrx::debug1!("pg_paxos proposer of group \"{group}\": lease: {error}");
+            }
+        }
         if let Some(turn) = node::batch_turn(&key) {
             if let Err(error) = in_transaction(|| super::propose_waiting(&group, &turn)) {
                 // Its sessions were told; the next batch tries again.
@@ -51,7 +56,7 @@ pub extern "C-unwind" fn pg_paxos_proposer_main(_arg: pg_sys::Datum) {
             }
             checked = Instant::now();
         }
-        sleep(IDLE);
+        sleep(super::lease::renewal_interval().map_or(IDLE, |i| i.min(IDLE)));
     }
 }
 

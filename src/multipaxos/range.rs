@@ -63,7 +63,9 @@ impl Log {
             if promised >= needed {
                 return Ok((ballot, reports));
             }
-            if promised + refused >= needed {
+            // Refused by enough members that no majority can promise: they answered (a
+            // lease's refusal lasts until it runs out, which it does once contended).
+            if promised + refused >= needed || refused > voters.len() - needed {
                 last_majority = Instant::now();
             } else if last_majority.elapsed() >= gucs::request_timeout() {
                 return Err(PaxosError::NoMajority {
@@ -75,9 +77,15 @@ impl Log {
                     failures,
                 });
             }
+            // A refusal that reports a lower ballot is a leader lease's: it lasts a while.
+            let leased = beat.as_ref().is_some_and(|b| *b < ballot);
             number = beat.map_or(number + 1, |b| number.max(b.number + 1));
             attempts += 1;
-            peers::sleep(backoff(attempts));
+            peers::sleep(if leased {
+                crate::leader::lease::retry_pause()
+            } else {
+                backoff(attempts)
+            });
         }
     }
 }

@@ -2,6 +2,8 @@
 //! reads a replicated table first asks a majority for the highest round accepted in its
 //! group, waits until this node's applier has applied through it, then reads on a snapshot
 //! taken after that: it sees every write acknowledged before it began, wherever it was made.
+//! On the leading member, while it holds a leader lease (`pg_paxos.lease_duration`), the
+//! bound is the highest round its leadership knows of, without a round trip (see `lease`).
 //! `optimistic` reads what this node has applied, without a round trip.
 //!
 //! A transaction that has written to the group itself holds the applied position, which the
@@ -29,7 +31,10 @@ pub fn fence(query: *mut pg_sys::QueryDesc) -> Result<()> {
             if outcome::writing(group) {
                 return super::apply::apply_latest(group, "read");
             }
-            let bound = Log::open(group, "read")?.max_group_round()?;
+            let bound = match crate::leader::lease::read_bound(group) {
+                Some(bound) => bound,
+                None => Log::open(group, "read")?.max_group_round()?,
+            };
             crate::applier::wait_applied(group, bound)?;
             Ok(bound)
         })?;

@@ -42,7 +42,7 @@ pub enum Error {
     #[error("{node}: {problem}")]
     NodeState { node: String, problem: String },
     /// A statement failed on a node.
-    #[error("{node}: {sql}: {source}")]
+    #[error("{node}: {sql}: {}", describe(source))]
     Sql {
         node: String,
         sql: String,
@@ -54,6 +54,15 @@ pub enum Error {
         node: String,
         source: tokio_postgres::Error,
     },
+}
+
+/// A statement's error with the server's message and SQLSTATE ("db error" alone says
+/// nothing).
+fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} ({}): {}", db.severity(), db.code().code(), db.message()),
+        None => error.to_string(),
+    }
 }
 
 impl Error {
