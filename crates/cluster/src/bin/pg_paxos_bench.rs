@@ -77,6 +77,13 @@ enum Workload {
     /// The same read with the default, strong consistency.
     #[value(name = "strong-read")]
     StrongRead,
+    /// `LocalRead` on the leading member: the baseline for reads there.
+    #[value(name = "leader-local-read")]
+    LeaderLocalRead,
+    /// `StrongRead` on the leading member: served on its lease, without a round trip, when
+    /// `pg_paxos.lease_duration` is set (`--setting`).
+    #[value(name = "leader-strong-read")]
+    LeaderStrongRead,
 }
 
 impl Workload {
@@ -87,6 +94,8 @@ impl Workload {
             Workload::Replicated => "replicated",
             Workload::LocalRead => "local read",
             Workload::StrongRead => "strong read",
+            Workload::LeaderLocalRead => "leader local read",
+            Workload::LeaderStrongRead => "leader strong read",
         }
     }
 
@@ -95,7 +104,10 @@ impl Workload {
             Workload::PlainInsert => "INSERT INTO plain_insert (v) VALUES ($1)",
             Workload::Append => "SELECT paxos_append('bench', 'bench', $1)",
             Workload::Replicated => "INSERT INTO replicated_insert (v) VALUES ($1)",
-            Workload::LocalRead | Workload::StrongRead => {
+            Workload::LocalRead
+            | Workload::StrongRead
+            | Workload::LeaderLocalRead
+            | Workload::LeaderStrongRead => {
                 "SELECT v FROM replicated_read WHERE k = 1 AND $1::text IS NOT NULL"
             }
         }
@@ -103,7 +115,9 @@ impl Workload {
 
     fn setup(self) -> &'static str {
         match self {
-            Workload::LocalRead => "SET pg_paxos.consistency_model = optimistic",
+            Workload::LocalRead | Workload::LeaderLocalRead => {
+                "SET pg_paxos.consistency_model = optimistic"
+            }
             _ => "SET pg_paxos.consistency_model = strong",
         }
     }
@@ -111,7 +125,9 @@ impl Workload {
     /// The node of the `i`-th client.
     fn node(self, i: usize, leader: usize, nodes: usize) -> usize {
         match self {
-            Workload::PlainInsert => leader,
+            Workload::PlainInsert | Workload::LeaderLocalRead | Workload::LeaderStrongRead => {
+                leader
+            }
             Workload::Append | Workload::Replicated => (leader + i) % nodes,
             Workload::LocalRead | Workload::StrongRead => (leader + 1) % nodes,
         }
@@ -120,19 +136,22 @@ impl Workload {
     /// The baseline its ratios are taken against.
     fn baseline(self) -> Option<Workload> {
         match self {
-            Workload::PlainInsert | Workload::LocalRead => None,
+            Workload::PlainInsert | Workload::LocalRead | Workload::LeaderLocalRead => None,
             Workload::Append | Workload::Replicated => Some(Workload::PlainInsert),
             Workload::StrongRead => Some(Workload::LocalRead),
+            Workload::LeaderStrongRead => Some(Workload::LeaderLocalRead),
         }
     }
 }
 
-const WORKLOADS: [Workload; 5] = [
+const WORKLOADS: [Workload; 7] = [
     Workload::PlainInsert,
     Workload::Append,
     Workload::Replicated,
     Workload::LocalRead,
     Workload::StrongRead,
+    Workload::LeaderLocalRead,
+    Workload::LeaderStrongRead,
 ];
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -380,11 +399,11 @@ async fn run(args: Args) -> Result<()> {
     println!(
         "{} s per run, median of {} runs; clients spread round-robin over the members from \
          the leading one; plain: INSERT on the leading member; reads on a member that does \
-         not lead (strong against local)",
+         not lead, leader reads on the leading one (strong against local)",
         args.seconds, args.runs
     );
     println!(
-        "{:>7}  {:>7}  {:>11}  {:>9}  {:>8}  {:>8}  {:>9}  {:>9}  {:>10}  {:>10}  per-client counts (last run)",
+        "{:>7}  {:>7}  {:>18}  {:>9}  {:>8}  {:>8}  {:>9}  {:>9}  {:>10}  {:>10}  per-client counts (last run)",
         "members", "clients", "workload", "ops/s", "p50 ms", "p99 ms", "ops ratio", "p50 ratio",
         "p99/p50", "peer conns"
     );
@@ -396,7 +415,7 @@ async fn run(args: Args) -> Result<()> {
         for &clients in &args.clients {
             let mut done: Vec<(Workload, Summary)> = Vec::new();
             for workload in WORKLOADS {
-                let reads = matches!(workload, Workload::LocalRead | Workload::StrongRead);
+                let reads = workload.sql().starts_with("SELECT v");
                 let wanted = args.workloads.is_empty() || args.workloads.contains(&workload);
                 if !wanted || (reads && clients != 1) {
                     continue;
@@ -422,7 +441,7 @@ async fn run(args: Args) -> Result<()> {
                 }
                 if let Some(error) = failure {
                     println!(
-                        "{members:>7}  {clients:>7}  {:>11}  failed: {error}",
+                        "{members:>7}  {clients:>7}  {:>18}  failed: {error}",
                         workload.name()
                     );
                     continue;
@@ -452,7 +471,7 @@ async fn run(args: Args) -> Result<()> {
                     format!("{:.1}", summary.spread),
                     summary.peer_backends.to_string(),
                 ];
-                let widths = [7, 7, 11, 9, 8, 8, 8, 8, 9, 10];
+                let widths = [7, 7, 18, 9, 8, 8, 8, 8, 9, 10];
                 let suffixes = ["", "", "", "", "", "", "x", "x", "x", ""];
                 let mut line = String::new();
                 for ((field, width), suffix) in fields.iter().zip(widths).zip(suffixes) {
