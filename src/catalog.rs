@@ -876,3 +876,88 @@ pub fn apply_error(group_id: &str, round: i64) -> Result<Option<(String, String)
         }
     })?)
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use super::*;
+    use pgrx::prelude::*;
+
+    /// A small xorshift generator: the cases are the same on every run.
+    struct Draw(u64);
+
+    impl Draw {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// `mark_chosen_under` is paxos-core's `mark_chosen_through` said in one statement (it
+    /// runs on every vote, without loading the rounds): on logs drawn at random, with values
+    /// accepted under several ballots, some rounds already marked and some learned, both
+    /// mark the same rounds.
+    #[pg_test]
+    fn marking_rounds_chosen_in_sql_agrees_with_paxos_core() {
+        let ballots = [
+            Ballot::new(3, "x"),
+            Ballot::new(3, "y"),
+            Ballot::new(4, "x"),
+        ];
+        let mut draw = Draw(0x9e37_79b9_7f4a_7c15);
+        Spi::run(
+            "INSERT INTO pgp_metadata.\"group\" (group_id, self_connection) \
+             VALUES ('m', 'host=127.0.0.1'); \
+             INSERT INTO pgp_metadata.learner (group_id) VALUES ('m')",
+        )
+        .expect("a group");
+        for case in 0..300 {
+            let learned = draw.below(4) as i64 - 1;
+            let mut states: Vec<Acceptor<Entry>> = (0..8i64)
+                .map(|round| {
+                    let accepted = (round <= learned || draw.below(4) > 0).then(|| {
+                        let entry = Entry {
+                            id: format!("{round}"),
+                            kind: EntryKind::Value,
+                            value: Some(format!("v{round}")),
+                        };
+                        (ballots[draw.below(3) as usize].clone(), entry)
+                    });
+                    let chosen = round <= learned || (accepted.is_some() && draw.below(3) == 0);
+                    Acceptor {
+                        promised: accepted.as_ref().map(|(b, _)| b.clone()),
+                        accepted,
+                        chosen,
+                    }
+                })
+                .collect();
+            Spi::run(&format!(
+                "DELETE FROM pgp_metadata.round WHERE group_id = 'm'; \
+                 UPDATE pgp_metadata.learner SET learned_through = {learned} \
+                 WHERE group_id = 'm'"
+            ))
+            .expect("a fresh log");
+            let rows: Vec<(i64, &Acceptor<Entry>)> = (0..).zip(&states).collect();
+            store_acceptors("m", &rows).expect("stored");
+            let ballot = &ballots[draw.below(3) as usize];
+            let through = draw.below(9) as i64 - 1;
+
+            let marked = mark_chosen_under("m", ballot, through).expect("marked");
+            let expected = paxos_core::mark_chosen_through(&mut states, 0, ballot, through);
+            let chosen: Vec<bool> = states.iter().map(|s| s.chosen).collect();
+            let stored = Spi::get_one::<Vec<bool>>(
+                "SELECT array_agg(chosen ORDER BY round_num) FROM pgp_metadata.round \
+                 WHERE group_id = 'm'",
+            )
+            .expect("read back")
+            .expect("rows");
+            assert_eq!(
+                stored, chosen,
+                "case {case}: under {ballot} through {through}"
+            );
+            assert_eq!(marked, expected > 0, "case {case}: what it says it marked");
+        }
+    }
+}
