@@ -17,6 +17,10 @@
 //!   change proposed there, a leader it cannot reach) does once the lease ran out.
 //! - **Leader**: the lease runs from when it *sent* the requests, for the shortest duration
 //!   among a majority of grants, less a drift allowance ([`held_until`]).
+//! - **Release**: a leader that gave its ballot up, and no longer starts reads under it,
+//!   asks the voters to end its grants ([`Grants::release`]), so that its own next ballot,
+//!   or another member's, need not wait for them to run out. A read that began under the
+//!   ballot before may miss what is chosen after the release: it is concurrent with it.
 //!
 //! While the lease runs, no other ballot completes phase 1 (its majority would include an
 //! acceptor bound by a grant), so every round decided in the group was decided under the
@@ -148,6 +152,19 @@ impl Grants {
         self.refusal(now, ballot, longest, range)
     }
 
+    /// Ends what binds this acceptor to `ballot`, whose leader gave it up and reads under it
+    /// no more: a grant to it, and the restart rule when it is the ballot the acceptor
+    /// restarted with (a forgotten grant can only have been to it).
+    pub fn release(&mut self, ballot: &Ballot) {
+        if matches!(&self.granted, Some((held, _)) if held == ballot) {
+            self.granted = None;
+            self.contended = false;
+        }
+        if matches!(&self.at_start, Some(Some(held)) if held == ballot) {
+            self.at_start = Some(None);
+        }
+    }
+
     /// When the grant running here ends (0 without one).
     pub fn runs_until(&self) -> u64 {
         self.granted.as_ref().map_or(0, |(_, until)| *until)
@@ -256,6 +273,31 @@ mod tests {
         assert_eq!(
             grants.grant(1_101, &b(3, "y"), 100, 100, Some(&taken), None),
             100
+        );
+    }
+
+    #[test]
+    fn a_released_ballot_binds_no_more() {
+        let range = promise(2, "x");
+        let mut grants = Grants::new(0);
+        grants.grant(1_000, &b(2, "x"), 100, 100, Some(&range), None);
+        grants.release(&b(1, "x"));
+        assert_eq!(
+            grants.refusal(1_010, &b(3, "y"), 100, Some(&range)),
+            Some(b(2, "x"))
+        );
+        grants.release(&b(2, "x"));
+        assert_eq!(grants.refusal(1_020, &b(3, "y"), 100, Some(&range)), None);
+        assert_eq!(grants.runs_until(), 0);
+        // After a restart, the ballot it restarted with.
+        let mut restarted = Grants::new(5_000);
+        assert!(restarted
+            .refusal(5_001, &b(3, "y"), 100, Some(&range))
+            .is_some());
+        restarted.release(&b(2, "x"));
+        assert_eq!(
+            restarted.refusal(5_002, &b(3, "y"), 100, Some(&range)),
+            None
         );
     }
 

@@ -46,6 +46,9 @@
 //! [`Grants::round_refusal`], clock drift, the lessee's own crash (a crashed leader reads
 //! nothing), and whether a contender ever gets its turn (liveness).
 //!
+//! The lessee may also give its ballot up once it asked for a lease: it then reads, asks and
+//! proposes no more, and asks every acceptor to release it ([`Grants::release`]).
+//!
 //! Properties: one value chosen per round, and a lease read's bound is at least every round
 //! chosen (accepted by a majority under one ballot) before it. "Before" is in the order of
 //! the run, not by tick: a tick does not order what happens within it, and a write chosen
@@ -117,6 +120,8 @@ enum Bug {
     /// The leader reads up to the last round it proposed at, ignoring what its prepare
     /// reported.
     BoundIgnoresReports,
+    /// The leader releases its grants and goes on reading under its lease.
+    ReleaseWhileReading,
 }
 
 /// Which proposer takes leases, how long they are (every acceptor grants as long as asked),
@@ -127,6 +132,8 @@ struct Setup {
     lease: u64,
     ticks: u64,
     requests: usize,
+    /// Whether the lessee may give its ballot up and release its grants.
+    abdicates: bool,
 }
 
 /// Messages name proposers by index: each has one ballot. Lease requests and grants are the
@@ -150,13 +157,18 @@ enum Msg {
         nth: usize,
         duration: u64,
     },
+    /// The lessee gave its ballot up: the acceptor ends what binds it to that ballot.
+    Release { to: usize },
 }
 
 impl Msg {
     /// The acceptor the message goes to or comes from.
     fn acceptor(&mut self) -> &mut usize {
         match self {
-            Msg::Prepare { to, .. } | Msg::Accept { to, .. } | Msg::LeaseRequest { to, .. } => to,
+            Msg::Prepare { to, .. }
+            | Msg::Accept { to, .. }
+            | Msg::LeaseRequest { to, .. }
+            | Msg::Release { to } => to,
             Msg::Granted { from, .. } => from,
         }
     }
@@ -225,6 +237,10 @@ struct State {
     voters: [Voter; ACCEPTORS],
     proposers: [Step; 2],
     leases: Vec<Lease>,
+    /// The lessee gave its ballot up, when its lease was held until the given time (0:
+    /// none): it reads, asks and proposes no more, and has asked the acceptors to release
+    /// it. Its leases and their messages are then forgotten (nothing reads under them).
+    abdicated: Option<u64>,
     read: Option<Read>,
     network: BTreeSet<Msg>,
     restarts: u8,
@@ -317,6 +333,8 @@ enum Action {
     AskLease,
     /// The lessee reads under its lease.
     Read,
+    /// The lessee gives its ballot up and asks every acceptor to release it.
+    Abdicate,
     /// An acceptor holding a grant restarts.
     Restart(usize),
 }
@@ -441,6 +459,10 @@ impl Leases {
                     lease.sent_at = now;
                 }
             }
+            Msg::Release { to } => {
+                s.network.remove(&msg);
+                s.voters[to].grants.release(&ballot(self.setup.lessee));
+            }
         }
     }
 
@@ -479,9 +501,13 @@ impl Leases {
                 matches!(reply, BatchReply::Reject { .. })
             }
             Msg::LeaseRequest { nth, .. } | Msg::Granted { nth, .. } => {
-                let ran_out = s.now >= s.leases[*nth].sent_at + self.setup.lease;
+                let Some(lease) = s.leases.get(*nth) else {
+                    return true;
+                };
+                let ran_out = s.now >= lease.sent_at + self.setup.lease;
                 self.bug != Bug::LeaseFromReplies && ran_out
             }
+            Msg::Release { .. } => false,
         }
     }
 }
@@ -509,6 +535,7 @@ impl Model for Leases {
             voters: std::array::from_fn(|_| voter.clone()),
             proposers: std::array::from_fn(|_| preparing.clone()),
             leases: Vec::new(),
+            abdicated: None,
             read: None,
             network,
             restarts: 0,
@@ -530,15 +557,26 @@ impl Model for Leases {
             let Step::Leading { next, .. } = step else {
                 continue;
             };
-            if *next < ROUNDS {
+            if *next < ROUNDS && !(p == self.setup.lessee && s.abdicated.is_some()) {
                 actions.push(Action::Propose(p));
             }
             if p == self.setup.lessee {
+                if s.abdicated.is_some() {
+                    if self.bug == Bug::ReleaseWhileReading
+                        && s.held_until().is_some_and(|until| s.now < until)
+                    {
+                        actions.push(Action::Read);
+                    }
+                    continue;
+                }
                 if s.leases.len() < self.setup.requests {
                     actions.push(Action::AskLease);
                 }
                 if s.held_until().is_some_and(|until| s.now < until) {
                     actions.push(Action::Read);
+                }
+                if self.setup.abdicates && !s.leases.is_empty() {
+                    actions.push(Action::Abdicate);
                 }
             }
         }
@@ -598,6 +636,16 @@ impl Model for Leases {
                     chosen_through: chosen_through.unwrap_or(-1),
                 });
             }
+            Action::Abdicate => {
+                s.abdicated = Some(s.held_until().unwrap_or(0));
+                if self.bug != Bug::ReleaseWhileReading {
+                    // Dropped: their late grants could only hold the rival off a while longer.
+                    s.leases.clear();
+                }
+                for to in 0..ACCEPTORS {
+                    s.network.insert(Msg::Release { to });
+                }
+            }
             Action::Restart(a) => {
                 s.restarts += 1;
                 // The run starts a lease after 0, so a window from 0 has run out.
@@ -639,6 +687,16 @@ impl Model for Leases {
                 (s.read.as_ref()).is_some_and(|read| read.chosen_through >= 0)
             }),
         ];
+        if self.setup.lessee == 0 && self.setup.abdicates {
+            properties.push(Property::sometimes(
+                "the rival gets a value chosen after a release, before the lease ran out",
+                |_, s: &State| {
+                    s.abdicated.is_some_and(|until| {
+                        (s.chosen.iter()).any(|((_, by, _), at)| *by == 1 && *at < until)
+                    })
+                },
+            ));
+        }
         if self.setup.lessee == 0 {
             // A rival above the lessee is held off while the lease runs, and takes over
             // once it ran out.
@@ -691,6 +749,7 @@ fn setups(lease: u64, ticks: u64, requests: usize) -> [Setup; 2] {
         lease,
         ticks,
         requests,
+        abdicates: false,
     })
 }
 
@@ -728,6 +787,18 @@ fn one_tick_leases() {
 #[cfg_attr(debug_assertions, ignore = "exhaustive; run with --release")]
 fn two_tick_leases() {
     check_setups(setups(2, 2, 1), [292_375, 270_814]);
+}
+
+/// One-tick leases, with a lessee that may give its ballot up once it asked for a lease
+/// and release its grants: the rival gets in before the lease would have run out.
+#[test]
+#[cfg_attr(debug_assertions, ignore = "exhaustive; run with --release")]
+fn one_tick_leases_given_up() {
+    let [low, high] = setups(1, 1, 1).map(|setup| Setup {
+        abdicates: true,
+        ..setup
+    });
+    check_setups([low, high], [290_296, 98_289]);
 }
 
 /// Larger variants, 0.6 to 2.9 million states, 8 to 55 s each on 2 cores, so on demand
@@ -770,8 +841,14 @@ const LOW: Setup = Setup {
     lease: 1,
     ticks: 1,
     requests: 1,
+    abdicates: false,
 };
 const HIGH: Setup = Setup { lessee: 1, ..LOW };
+/// [`LOW`] with a lessee that may give its ballot up.
+const RELEASING: Setup = Setup {
+    abdicates: true,
+    ..LOW
+};
 
 /// An acceptor that promised the rival grants the lessee a lease anyway; the rival, whose
 /// promises came first, gets its value chosen while the lessee reads.
@@ -798,4 +875,11 @@ fn checker_catches_a_lease_counted_from_the_replies() {
 #[test]
 fn checker_catches_a_read_bound_without_the_reports() {
     assert_caught(HIGH, Bug::BoundIgnoresReports);
+}
+
+/// The lessee releases its grants but goes on reading: the rival, let in at once, gets its
+/// value chosen while the lessee's lease seems to run.
+#[test]
+fn checker_catches_a_release_before_the_reads_stop() {
+    assert_caught(RELEASING, Bug::ReleaseWhileReading);
 }
