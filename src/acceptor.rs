@@ -223,12 +223,17 @@ mod pgp_metadata {
     /// Grants the leader's ballot a lease when this acceptor promised it for the leader's
     /// range and nothing higher at any round there (see `lease`). Holding the range lock
     /// exclusively, it reads the promises every earlier prepare committed, and no prepare
-    /// runs until the grant is recorded.
+    /// runs until the grant is recorded. A request for 0 ms releases the ballot instead:
+    /// its leader gave it up.
     #[pg_extern(volatile, parallel_unsafe)]
     fn paxos_lease(request: &str) -> String {
         serve(request, |req: LeaseRequest| {
             check_group(&req.group)?;
             check_ballot(&req.ballot)?;
+            if req.duration_ms == 0 {
+                crate::lease::release(&req.group, &req.ballot);
+                return Ok(LeaseResponse { granted_ms: 0 });
+            }
             crate::locks::range(&req.group);
             let range = catalog::range_promise(&req.group)?;
             let highest = match &range {

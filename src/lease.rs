@@ -178,6 +178,11 @@ pub fn round_refusal(
     with_grants(group, refusal).unwrap_or_else(|| refusal(&mut unkept(), now()))
 }
 
+/// Ends what binds this acceptor to `ballot` on `group`: its leader gave it up.
+pub fn release(group: &str, ballot: &Ballot) {
+    with_grants(group, |grants, _| grants.release(ballot));
+}
+
 /// The grants of a group this node keeps nothing for.
 fn unkept() -> Grants {
     Grants::new(LEASES.share().started)

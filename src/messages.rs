@@ -258,7 +258,8 @@ pub struct CopiedSequence {
     pub last_value: Option<i64>,
 }
 
-/// Asks an acceptor for a lease for the leader's ballot (see `lease`).
+/// Asks an acceptor for a lease for the leader's ballot (see `lease`), or, for 0 ms, to
+/// release the ballot, which its leader gave up.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct LeaseRequest {
     pub group: String,

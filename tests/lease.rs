@@ -184,3 +184,34 @@ async fn a_restarted_member_promises_no_other_ballot_for_one_lease() {
     })
     .await;
 }
+
+/// A leader that gives its ballot up (here after a membership change it made) releases the
+/// grants it held: its next ballot is promised at once, not a lease duration later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_gives_its_ballot_up_releases_its_lease() {
+    let cluster = start_with("leaserelease", 3, &["pg_paxos.lease_duration = '20s'"]);
+    let clients = form_group(&cluster).await;
+    table_with_a_row(&clients, 1).await;
+    let a = leader_of(&cluster, &clients[1]).await;
+    let c = (a + 2) % 3;
+    read_on_lease(&cluster, &clients[a], a, 1).await;
+
+    clients[a]
+        .query_one(
+            "SELECT paxos_remove_member($1, $2)",
+            &[&GROUP, &cluster.node(c).connstr()],
+        )
+        .await
+        .unwrap();
+    // The change ended A's ballot; its next append prepares anew with A and B, which both
+    // granted the old ballot a lease of 20 s. Without the release it would wait for it.
+    clients[a]
+        .batch_execute("SET statement_timeout = '10s'")
+        .await
+        .unwrap();
+    insert(&clients[a], 2, "second").await.unwrap();
+    assert_eq!(
+        read_v(&clients[a], 2).await.unwrap().as_deref(),
+        Some("second")
+    );
+}

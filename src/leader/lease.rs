@@ -3,13 +3,13 @@
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use paxos_core::{lease, majority};
+use paxos_core::{lease, majority, Ballot};
 
 use crate::error::Result;
 use crate::gucs;
 use crate::messages::{LeaseRequest, LeaseResponse};
 use crate::multipaxos::{to_each, Log};
-use crate::node;
+use crate::node::{self, Turn};
 use crate::peers::{self, parse};
 
 /// How long the proposer may sleep without letting a lease run out: a third of it.
@@ -68,6 +68,33 @@ pub fn renew(group: &str, proposer: &str) -> Result<()> {
         crate::lease::hold(group, &ballot, until);
     }
     Ok(())
+}
+
+/// Gives the node's leadership up and, with leases on, asks the voters to release what they
+/// granted its ballot (paxos-core's `Grants::release`): the node starts no read under it any
+/// more, so the next ballot, its own or another member's, need not wait for the grants to
+/// run out. Waits for a majority's answers at most.
+pub fn abdicate(log: &Log, turn: &Turn, ballot: &Ballot) {
+    turn.abdicate();
+    if gucs::lease_duration_ns() == 0 {
+        return;
+    }
+    let voters = log.voters(log.learned_through() + 1);
+    let request = LeaseRequest {
+        group: log.group.clone(),
+        ballot: ballot.clone(),
+        duration_ms: 0,
+    };
+    let needed = majority(voters.len());
+    let mut answered = 0;
+    peers::exchange(&to_each(&voters, "paxos_lease", &request), |_, reply| {
+        answered += usize::from(reply.is_ok());
+        if answered >= needed {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
 }
 
 /// The round a strong read on this node must see applied, when this node leads `group`

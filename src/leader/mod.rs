@@ -273,7 +273,7 @@ fn propose_until_decided(
             .collect();
         if bound.is_none_or(|b| b.iter().zip(&own).any(|(b, id)| b != *id)) {
             // A round there must carry a value an earlier ballot left: only `lead` knows it.
-            turn.abdicate();
+            lease::abdicate(log, turn, held.leader.ballot());
             continue;
         }
         turn.lead(&held);
@@ -332,7 +332,7 @@ fn report(log: &Log, turn: &Turn, held: &mut Leadership, last: i64, outcome: &Re
         Ok(Batch::Lost) | Err(_) => held.leader.abandon(),
     }
     if held.leader.is_abandoned() {
-        turn.abdicate();
+        lease::abdicate(log, turn, held.leader.ballot());
     } else {
         // Reported, so the leadership need not remember their values any more.
         held.leader.forget_through(last);
@@ -392,7 +392,7 @@ fn lead(log: &mut Log, turn: &Turn, awaiting: &dyn Fn(i64) -> bool) -> Result<(L
                     return Ok((held, first));
                 }
             }
-            turn.abdicate();
+            lease::abdicate(log, turn, held.leader.ballot());
         }
         let (_, promised) = catalog::leader(&log.group)?;
         let (ballot, reports) = log.prepare_range(from, promised + 1)?;

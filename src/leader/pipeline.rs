@@ -125,7 +125,7 @@ fn send(
     if !bound {
         // A round there carries a value an earlier ballot left, which only `lead` knows:
         // the sequential path deals with it once the batches in flight have ended.
-        turn.abdicate();
+        super::lease::abdicate(log, turn, held.leader.ballot());
         return Err(Unsent::Later(Leftover {
             taken,
             entries,
