@@ -110,6 +110,11 @@ async fn the_leading_member_reads_on_its_lease_alone() {
     let a = leader_of(&cluster, &clients[1]).await;
     let b = (a + 1) % 3;
     read_on_lease(&cluster, &clients[a], a, 1).await;
+    // No session chooses how long the members are bound: the setting is the server's.
+    let set = clients[b]
+        .batch_execute("SET pg_paxos.lease_duration = '2s'")
+        .await;
+    assert_eq!(sqlstate(&set).as_deref(), Some("55P02"), "{set:?}");
 
     insert(&clients[b], 2, "second").await.unwrap();
     let row = read_on_lease(&cluster, &clients[a], a, 2).await;
