@@ -45,27 +45,16 @@ pub fn renew(group: &str, proposer: &str) -> Result<()> {
         // Membership changed: the next batch prepares anew, then this asks again.
         return Ok(());
     }
-    let ballot = held.leader.ballot().clone();
-    let request = LeaseRequest {
-        group: group.to_owned(),
-        ballot: ballot.clone(),
-        duration_ms: duration / 1_000_000,
-    };
+    let ballot = held.leader.ballot();
     let needed = majority(voters.len());
     let mut granted = Vec::with_capacity(voters.len());
     let sent_at = crate::lease::now();
-    peers::exchange(&to_each(&voters, "paxos_lease", &request), |_, reply| {
-        if let Ok(r) = reply.and_then(|t| parse::<LeaseResponse>(&t)) {
-            granted.push(r.granted_ms.saturating_mul(1_000_000));
-        }
-        if granted.iter().filter(|g| **g > 0).count() >= needed {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
+    ask(&log, ballot, duration / 1_000_000, |reply| {
+        granted.extend(reply);
+        granted.iter().filter(|g| **g > 0).count() >= needed
     });
     if let Some(until) = lease::held_until(sent_at, &granted, voters.len()) {
-        crate::lease::hold(group, &ballot, until);
+        crate::lease::hold(group, ballot, until);
     }
     Ok(())
 }
@@ -79,17 +68,27 @@ pub fn abdicate(log: &Log, turn: &Turn, ballot: &Ballot) {
     if gucs::lease_duration_ns() == 0 {
         return;
     }
+    let needed = majority(log.voters(log.learned_through() + 1).len());
+    let mut answered = 0;
+    ask(log, ballot, 0, |reply| {
+        answered += usize::from(reply.is_some());
+        answered >= needed
+    });
+}
+
+/// Sends `paxos_lease` for `ballot` and `duration_ms` (0: a release) to the voters of the
+/// log's next round, and hands each member's answer (the nanoseconds it granted, `None` when
+/// it did not answer) to `enough` until that says it has heard enough.
+fn ask(log: &Log, ballot: &Ballot, duration_ms: u64, mut enough: impl FnMut(Option<u64>) -> bool) {
     let voters = log.voters(log.learned_through() + 1);
     let request = LeaseRequest {
         group: log.group.clone(),
         ballot: ballot.clone(),
-        duration_ms: 0,
+        duration_ms,
     };
-    let needed = majority(voters.len());
-    let mut answered = 0;
     peers::exchange(&to_each(&voters, "paxos_lease", &request), |_, reply| {
-        answered += usize::from(reply.is_ok());
-        if answered >= needed {
+        let granted = reply.and_then(|t| parse::<LeaseResponse>(&t)).ok();
+        if enough(granted.map(|r| r.granted_ms.saturating_mul(1_000_000))) {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
