@@ -88,14 +88,8 @@ pub fn name_too_long(group: &str) -> PaxosError {
     }
 }
 
-/// The node's leadership of a group: the protocol's state (values are entry ids), and the
-/// voters that promised its ballot.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Leadership {
-    pub leader: RangeLeader<String>,
-    /// A fingerprint of the voters that promised the ballot.
-    pub voters: u64,
-}
+/// The node's leadership of a group: paxos-core's state of it, whose values are entry ids.
+pub type Leadership = RangeLeader<String>;
 
 #[derive(Clone, Copy)]
 struct GroupSlot {

@@ -460,6 +460,6 @@ impl Applier {
 /// every value accepted under it is chosen (paxos-core's `RangeLeader::chosen_through`).
 fn vouched(group: &str) -> Option<(paxos_core::Ballot, i64)> {
     let held = node::leadership(group)?;
-    let through = held.leader.chosen_through()?;
-    Some((held.leader.ballot().clone(), through))
+    let through = held.chosen_through()?;
+    Some((held.ballot().clone(), through))
 }

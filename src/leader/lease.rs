@@ -41,11 +41,11 @@ pub fn renew(group: &str, proposer: &str) -> Result<()> {
     };
     let log = Log::open(group, proposer)?;
     let voters = log.voters(log.learned_through() + 1);
-    if super::fingerprint(&voters) != held.voters {
+    if !held.serves(&voters) {
         // Membership changed: the next batch prepares anew, then this asks again.
         return Ok(());
     }
-    let ballot = held.leader.ballot();
+    let ballot = held.ballot();
     let needed = majority(voters.len());
     let mut granted = Vec::with_capacity(voters.len());
     let sent_at = crate::lease::now();
@@ -104,5 +104,5 @@ pub fn read_bound(group: &str) -> Option<i64> {
     }
     // The leadership first, then the clock: the lease must hold after the state was read.
     let held = node::leadership(group)?;
-    crate::lease::holds(group, held.leader.ballot()).then(|| held.leader.highest_known())
+    crate::lease::holds(group, held.ballot()).then(|| held.highest_known())
 }

@@ -16,7 +16,6 @@
 //! - An entry moves to a later round only once every round it was proposed at is decided
 //!   without it, so it is never chosen twice.
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 
 use paxos_core::RangeLeader;
 use pgrx::prelude::*;
@@ -269,11 +268,11 @@ fn propose_until_decided(
         let own: Vec<&String> = pending.iter().map(|e| &e.id).collect();
         let bound: Option<Vec<String>> = (first..)
             .zip(&own)
-            .map(|(round, id)| held.leader.propose(round, (*id).clone()))
+            .map(|(round, id)| held.propose(round, (*id).clone()))
             .collect();
         if bound.is_none_or(|b| b.iter().zip(&own).any(|(b, id)| b != *id)) {
             // A round there must carry a value an earlier ballot left: only `lead` knows it.
-            lease::abdicate(log, turn, held.leader.ballot());
+            lease::abdicate(log, turn, held.ballot());
             continue;
         }
         turn.lead(&held);
@@ -309,8 +308,8 @@ fn accept(
     first: i64,
     entries: &[Entry],
 ) -> Result<Batch> {
-    let ballot = held.leader.ballot().clone();
-    let outcome = log.accept_batch(&ballot, first, entries, held.leader.chosen_through());
+    let ballot = held.ballot().clone();
+    let outcome = log.accept_batch(&ballot, first, entries, held.chosen_through());
     report(log, turn, held, first + entries.len() as i64 - 1, &outcome);
     outcome
 }
@@ -320,22 +319,19 @@ fn report(log: &Log, turn: &Turn, held: &mut Leadership, last: i64, outcome: &Re
     match outcome {
         Ok(Batch::Decided(decisions)) => {
             for d in decisions {
-                held.leader.on_decided(d.round, &d.ballot, &d.entry.id);
-            }
-            if decisions.iter().any(|d| d.entry.kind.changes_membership()) {
-                // The ballot was promised by the voters before the change, and this log
-                // must never take the change as decided without reading it (`lead`'s
-                // skip): the next batch prepares anew, with the new voters.
-                held.leader.abandon();
+                held.on_decided(d.round, &d.ballot, &d.entry.id);
+                if d.entry.kind.changes_membership() {
+                    held.on_membership_change(d.round);
+                }
             }
         }
-        Ok(Batch::Lost) | Err(_) => held.leader.abandon(),
+        Ok(Batch::Lost) | Err(_) => held.abandon(),
     }
-    if held.leader.is_abandoned() {
-        lease::abdicate(log, turn, held.leader.ballot());
+    if held.is_abandoned() {
+        lease::abdicate(log, turn, held.ballot());
     } else {
         // Reported, so the leadership need not remember their values any more.
-        held.leader.forget_through(last);
+        held.forget_through(last);
         turn.lead(held);
         // The applier records them here, and tells the members if no batch follows.
         crate::applier::wake(&log.group);
@@ -366,12 +362,6 @@ fn record(log: &mut Log, decisions: &[Decision]) {
     }
 }
 
-pub(super) fn fingerprint(voters: &[String]) -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    voters.hash(&mut hasher);
-    hasher.finish()
-}
-
 /// The node's leadership, ready for a batch, and the round the batch goes at: the one it
 /// holds when paxos-core's `RangeLeader::next_round` lets it go on, else a new one.
 /// `awaiting` says which rounds this process has batches in flight at (see `pipeline`).
@@ -379,30 +369,25 @@ fn lead(log: &mut Log, turn: &Turn, awaiting: &dyn Fn(i64) -> bool) -> Result<(L
     let mut attempts = 0u32;
     loop {
         let from = log.learned_through() + 1;
-        let voters = fingerprint(&log.voters(from));
+        let voters = log.voters(from);
         if let Some(mut held) = turn.leadership() {
-            if held.voters == voters {
-                if let Some(first) = held.leader.next_round(from - 1, awaiting) {
-                    // Rounds the leadership vouches for that this log has yet to record were
-                    // decided under it: the applier records them. (Rounds of batches still in
-                    // flight are not among them.)
-                    if let Some(vouched) = held.leader.chosen_through() {
-                        log.skip_to(vouched.min(first - 1));
-                    }
-                    return Ok((held, first));
+            if let Some(first) = held.next_round(from - 1, &voters, awaiting) {
+                // Rounds the leadership vouches for that this log has yet to record were
+                // decided under it: the applier records them. (Rounds of batches still in
+                // flight are not among them.)
+                if let Some(vouched) = held.chosen_through() {
+                    log.skip_to(vouched.min(first - 1));
                 }
+                return Ok((held, first));
             }
-            lease::abdicate(log, turn, held.leader.ballot());
+            lease::abdicate(log, turn, held.ballot());
         }
         let (_, promised) = catalog::leader(&log.group)?;
         let (ballot, reports) = log.prepare_range(from, promised + 1)?;
         let reported = reports
             .iter()
             .map(|(round, (accepted, entry))| (*round, accepted.clone(), entry.id.clone()));
-        let mut held = Leadership {
-            leader: RangeLeader::new(ballot, from, reported),
-            voters,
-        };
+        let mut held = RangeLeader::new(ballot, from, voters, reported);
         turn.lead(&held);
         if let Some(&last) = reports.keys().next_back() {
             // Values accepted under earlier ballots keep their rounds; a round where nothing
@@ -411,14 +396,11 @@ fn lead(log: &mut Log, turn: &Turn, awaiting: &dyn Fn(i64) -> bool) -> Result<(L
             log.catch_up(last)?;
             while log.learned_through() < last {
                 let round = log.learned_through() + 1;
-                if fingerprint(&log.voters(round)) != voters {
-                    break;
-                }
                 let noop = noop();
-                let Some(first) = held.leader.next_round(round - 1, |_| false) else {
+                let Some(first) = held.next_round(round - 1, &log.voters(round), |_| false) else {
                     break;
                 };
-                let entry = match held.leader.propose(first, noop.id.clone()) {
+                let entry = match held.propose(first, noop.id.clone()) {
                     Some(id) if id == noop.id => noop,
                     Some(id) => match reports.get(&first).filter(|(_, e)| e.id == id) {
                         Some((_, reported)) => reported.clone(),
@@ -440,7 +422,8 @@ fn lead(log: &mut Log, turn: &Turn, awaiting: &dyn Fn(i64) -> bool) -> Result<(L
                 continue;
             }
         }
-        if let Some(first) = held.leader.next_round(log.learned_through(), |_| false) {
+        let known = log.learned_through();
+        if let Some(first) = held.next_round(known, &log.voters(known + 1), |_| false) {
             return Ok((held, first));
         }
     }

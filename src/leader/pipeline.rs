@@ -121,11 +121,11 @@ fn send(
     let entries: Vec<Entry> = taken.iter().map(|t| t.entry.clone()).collect();
     let bound = (first..)
         .zip(&entries)
-        .all(|(round, e)| held.leader.propose(round, e.id.clone()).as_ref() == Some(&e.id));
+        .all(|(round, e)| held.propose(round, e.id.clone()).as_ref() == Some(&e.id));
     if !bound {
         // A round there carries a value an earlier ballot left, which only `lead` knows:
         // the sequential path deals with it once the batches in flight have ended.
-        super::lease::abdicate(log, turn, held.leader.ballot());
+        super::lease::abdicate(log, turn, held.ballot());
         return Err(Unsent::Later(Leftover {
             taken,
             entries,
@@ -133,8 +133,8 @@ fn send(
         }));
     }
     turn.lead(&held);
-    let ballot = held.leader.ballot().clone();
-    let batch = log.send_batch(&ballot, first, &entries, held.leader.chosen_through());
+    let ballot = held.ballot().clone();
+    let batch = log.send_batch(&ballot, first, &entries, held.chosen_through());
     Ok(Flight {
         taken,
         ballot,
@@ -154,7 +154,7 @@ fn land(log: &mut Log, turn: &Turn, flight: Flight) -> Option<Leftover> {
     let rounds = batch.rounds();
     let outcome = batch.outcome();
     let current = turn.leadership();
-    if let Some(mut held) = current.filter(|h| *h.leader.ballot() == ballot) {
+    if let Some(mut held) = current.filter(|h| *h.ballot() == ballot) {
         report(log, turn, &mut held, *rounds.end(), &outcome);
     }
     match outcome {

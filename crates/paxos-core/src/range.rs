@@ -179,16 +179,19 @@ pub struct RangeLeader<V> {
     vouched_through: i64,
     /// Rounds vouched for beyond a gap above `vouched_through`.
     vouched_beyond: BTreeSet<i64>,
+    /// The members whose promises it holds: the voters of `from` when it was prepared.
+    voters: Vec<String>,
     abandoned: bool,
 }
 
 impl<V: Clone> RangeLeader<V> {
-    /// Leadership after a majority promised `ballot` from `from` on. `reported` holds every
-    /// (round, ballot, value) accepted there that those promises reported; reports below
-    /// `from` are ignored.
+    /// Leadership after a majority of `voters`, the members that vote on round `from`,
+    /// promised `ballot` from `from` on. `reported` holds every (round, ballot, value)
+    /// accepted there that those promises reported; reports below `from` are ignored.
     pub fn new(
         ballot: Ballot,
         from: i64,
+        voters: Vec<String>,
         reported: impl IntoIterator<Item = (i64, Ballot, V)>,
     ) -> Self {
         let mut highest: BTreeMap<i64, (Ballot, V)> = BTreeMap::new();
@@ -212,6 +215,7 @@ impl<V: Clone> RangeLeader<V> {
             first: from,
             vouched_through: from - 1,
             vouched_beyond: BTreeSet::new(),
+            voters: sorted(voters),
             abandoned: false,
         }
     }
@@ -255,16 +259,23 @@ impl<V: Clone> RangeLeader<V> {
     /// Known rounds it never proposed at are decided before it did: they are vouched for,
     /// up to the first round awaited, and the batch goes after them and after every round
     /// already used.
+    ///
+    /// `voters` are the members that vote on `known_through + 1`. When they are not those
+    /// whose promises it holds, a membership change was decided since it was prepared, and
+    /// a majority of the new voters need not include any member that promised: it is
+    /// abandoned too (see [`RangeLeader::serves`]).
     pub fn next_round(
         &mut self,
         known_through: i64,
+        voters: &[String],
         awaiting: impl Fn(i64) -> bool,
     ) -> Option<i64> {
         let unreported: Vec<i64> = (self.proposed.iter().copied())
             .filter(|r| !self.is_vouched(*r))
             .collect();
         let forgotten = self.vouched_through < self.from - 1;
-        if forgotten || unreported.iter().any(|r| !awaiting(*r)) {
+        let lost = forgotten || unreported.iter().any(|r| !awaiting(*r));
+        if lost || !self.serves(voters) {
             self.abandoned = true;
         }
         if self.abandoned {
@@ -304,6 +315,23 @@ impl<V: Clone> RangeLeader<V> {
             .fold((self.from - 1).max(self.vouched_through), i64::max)
     }
 
+    /// Whether `voters` (the members that vote on some round) are exactly those whose
+    /// promises the leadership holds: only then may it propose there, or ask them for a
+    /// lease ([`crate::lease`]).
+    pub fn serves(&self, voters: &[String]) -> bool {
+        self.voters == sorted(voters.to_vec())
+    }
+
+    /// Takes note that a membership change was decided at `round`. The rounds after it
+    /// have other voters than those that promised the ballot, so the leadership ends there;
+    /// and since it may go on only after a round it covers, it is given up for good. A
+    /// change before its range is already in its voters.
+    pub fn on_membership_change(&mut self, round: i64) {
+        if round >= self.first {
+            self.abandoned = true;
+        }
+    }
+
     /// Gives the leadership up for good, as when a batch's outcome stays unknown.
     pub fn abandon(&mut self) {
         self.abandoned = true;
@@ -318,6 +346,12 @@ impl<V: Clone> RangeLeader<V> {
         self.proposed = self.proposed.split_off(&(round + 1));
         self.from = self.from.max(round + 1);
     }
+}
+
+fn sorted(mut voters: Vec<String>) -> Vec<String> {
+    voters.sort_unstable();
+    voters.dedup();
+    voters
 }
 
 impl<V: Clone + PartialEq> RangeLeader<V> {
@@ -552,7 +586,7 @@ mod tests {
             (3, b(1, "w"), "lower"),
             (1, b(7, "z"), "before the range"),
         ];
-        let mut leader = RangeLeader::new(b(4, "x"), 2, reported);
+        let mut leader = RangeLeader::new(b(4, "x"), 2, Vec::new(), reported);
         assert_eq!(leader.ballot(), &b(4, "x"));
         assert_eq!(leader.propose(1, "own"), None);
         assert_eq!(leader.propose(2, "own"), Some("own"));
@@ -561,7 +595,7 @@ mod tests {
 
     #[test]
     fn a_leader_never_binds_two_values_to_one_round() {
-        let mut leader = RangeLeader::new(b(4, "x"), 0, []);
+        let mut leader = RangeLeader::new(b(4, "x"), 0, Vec::new(), []);
         assert_eq!(leader.propose(5, "first"), Some("first"));
         assert_eq!(leader.propose(5, "second"), Some("first"));
         assert_eq!(leader.propose(6, "second"), Some("second"));
@@ -569,7 +603,7 @@ mod tests {
 
     #[test]
     fn a_leader_stops_covering_rounds_it_forgot() {
-        let mut leader = RangeLeader::new(b(4, "x"), 0, []);
+        let mut leader = RangeLeader::new(b(4, "x"), 0, Vec::new(), []);
         leader.propose(3, "a");
         leader.propose(4, "b");
         leader.forget_through(3);
@@ -580,7 +614,7 @@ mod tests {
 
     #[test]
     fn chosen_through_covers_the_rounds_decided_under_the_ballot_without_a_gap() {
-        let mut leader = RangeLeader::new(b(4, "x"), 3, []);
+        let mut leader = RangeLeader::new(b(4, "x"), 3, Vec::new(), []);
         for round in 3..6 {
             leader.propose(round, "v");
         }
@@ -596,7 +630,7 @@ mod tests {
 
     #[test]
     fn a_round_decided_under_another_ballot_ends_the_leadership() {
-        let mut leader = RangeLeader::new(b(4, "x"), 0, []);
+        let mut leader = RangeLeader::new(b(4, "x"), 0, Vec::new(), []);
         leader.propose(0, "a");
         leader.propose(1, "b");
         assert!(leader.on_decided(0, &b(4, "x"), &"a"));
@@ -618,7 +652,7 @@ mod tests {
     fn the_same_value_under_another_ballot_also_ends_the_leadership() {
         // Another proposer may have adopted the value: the leader's own acceptance of it
         // under its ballot was still not chosen.
-        let mut leader = RangeLeader::new(b(4, "x"), 0, []);
+        let mut leader = RangeLeader::new(b(4, "x"), 0, Vec::new(), []);
         leader.propose(0, "a");
         assert!(!leader.on_decided(0, &b(6, "y"), &"a"));
         assert_eq!(leader.chosen_through(), None);
@@ -626,7 +660,7 @@ mod tests {
 
     #[test]
     fn a_round_decided_before_the_leader_proposed_there_is_closed_to_it() {
-        let mut leader = RangeLeader::new(b(4, "x"), 2, [(3, b(1, "y"), "reported")]);
+        let mut leader = RangeLeader::new(b(4, "x"), 2, Vec::new(), [(3, b(1, "y"), "reported")]);
         assert!(leader.on_decided(1, &b(9, "z"), &"w"), "not covered");
         assert!(leader.on_decided(2, &b(9, "z"), &"w"));
         assert!(
@@ -641,7 +675,7 @@ mod tests {
 
     #[test]
     fn forgetting_a_round_never_lets_chosen_through_cover_it() {
-        let mut leader = RangeLeader::new(b(4, "x"), 0, []);
+        let mut leader = RangeLeader::new(b(4, "x"), 0, Vec::new(), []);
         leader.propose(0, "a");
         leader.propose(1, "b");
         leader.forget_through(0);
@@ -654,10 +688,10 @@ mod tests {
         // A process proposed at round 10 and stopped; the node then learned round 10 from the
         // members. It may have been decided under another ballot while an acceptor holds this
         // ballot's value there: vouching for it would have that value marked chosen.
-        let mut leader = RangeLeader::new(b(4, "x"), 10, []);
-        assert_eq!(leader.next_round(9, |_| false), Some(10));
+        let mut leader = RangeLeader::new(b(4, "x"), 10, Vec::new(), []);
+        assert_eq!(leader.next_round(9, &[], |_| false), Some(10));
         assert_eq!(leader.propose(10, "a"), Some("a"));
-        assert_eq!(leader.next_round(10, |_| false), None);
+        assert_eq!(leader.next_round(10, &[], |_| false), None);
         assert!(leader.is_abandoned());
         assert_eq!(leader.chosen_through(), None);
         assert_eq!(leader.propose(11, "b"), None);
@@ -665,28 +699,28 @@ mod tests {
 
     #[test]
     fn a_forgotten_round_never_reported_ends_the_leadership() {
-        let mut leader = RangeLeader::new(b(4, "x"), 0, []);
+        let mut leader = RangeLeader::new(b(4, "x"), 0, Vec::new(), []);
         leader.propose(0, "a");
         leader.forget_through(0);
-        assert_eq!(leader.next_round(0, |_| false), None);
+        assert_eq!(leader.next_round(0, &[], |_| false), None);
     }
 
     #[test]
     fn the_next_batch_goes_after_the_rounds_used_and_the_rounds_known() {
-        let mut leader = RangeLeader::new(b(4, "x"), 5, []);
-        assert_eq!(leader.next_round(4, |_| false), Some(5));
+        let mut leader = RangeLeader::new(b(4, "x"), 5, Vec::new(), []);
+        assert_eq!(leader.next_round(4, &[], |_| false), Some(5));
         leader.propose(5, "a");
         leader.propose(6, "b");
         assert!(leader.on_decided(5, &b(4, "x"), &"a"));
         assert!(leader.on_decided(6, &b(4, "x"), &"b"));
         assert_eq!(
-            leader.next_round(4, |_| false),
+            leader.next_round(4, &[], |_| false),
             Some(7),
             "after the rounds it used"
         );
         assert_eq!(leader.chosen_through(), Some(6));
         assert_eq!(
-            leader.next_round(9, |_| false),
+            leader.next_round(9, &[], |_| false),
             Some(10),
             "after the rounds known decided"
         );
@@ -701,57 +735,57 @@ mod tests {
             "decided before it proposed there"
         );
         leader.forget_through(9);
-        assert_eq!(leader.next_round(9, |_| false), Some(10));
+        assert_eq!(leader.next_round(9, &[], |_| false), Some(10));
         assert!(!leader.is_abandoned());
     }
 
     #[test]
     fn a_pipelined_batch_goes_after_the_batches_in_flight() {
-        let mut leader = RangeLeader::new(b(4, "x"), 10, []);
-        assert_eq!(leader.next_round(9, |_| false), Some(10));
+        let mut leader = RangeLeader::new(b(4, "x"), 10, Vec::new(), []);
+        assert_eq!(leader.next_round(9, &[], |_| false), Some(10));
         leader.propose(10, "a");
         leader.propose(11, "b");
         let in_flight = |r: i64| (10..=11).contains(&r);
         // The node learned round 10 (say, its applier caught up): still not vouched for,
         // since only the batch's own replies say under which ballot it was decided.
-        assert_eq!(leader.next_round(10, in_flight), Some(12));
+        assert_eq!(leader.next_round(10, &[], in_flight), Some(12));
         assert_eq!(leader.chosen_through(), None);
         leader.propose(12, "c");
         assert!(leader.on_decided(11, &b(4, "x"), &"b"));
         assert_eq!(leader.chosen_through(), None, "round 10 is still out");
         assert!(leader.on_decided(10, &b(4, "x"), &"a"));
         assert_eq!(leader.chosen_through(), Some(11));
-        assert_eq!(leader.next_round(11, |r| r == 12), Some(13));
+        assert_eq!(leader.next_round(11, &[], |r| r == 12), Some(13));
         assert!(!leader.is_abandoned());
     }
 
     #[test]
     fn a_batch_in_flight_decided_otherwise_ends_the_leadership() {
-        let mut leader = RangeLeader::new(b(4, "x"), 0, []);
+        let mut leader = RangeLeader::new(b(4, "x"), 0, Vec::new(), []);
         leader.propose(0, "a");
         leader.propose(1, "b");
-        assert_eq!(leader.next_round(-1, |r| r <= 1), Some(2));
+        assert_eq!(leader.next_round(-1, &[], |r| r <= 1), Some(2));
         assert!(!leader.on_decided(0, &b(5, "y"), &"z"));
-        assert_eq!(leader.next_round(1, |r| r <= 1), None);
+        assert_eq!(leader.next_round(1, &[], |r| r <= 1), None);
     }
 
     #[test]
     fn a_batch_nobody_awaits_any_more_ends_the_leadership() {
         // The process that had it in flight died: its rounds are unreported for good.
-        let mut leader = RangeLeader::new(b(4, "x"), 0, []);
+        let mut leader = RangeLeader::new(b(4, "x"), 0, Vec::new(), []);
         leader.propose(0, "a");
-        assert_eq!(leader.next_round(-1, |r| r == 0), Some(1));
+        assert_eq!(leader.next_round(-1, &[], |r| r == 0), Some(1));
         leader.propose(1, "b");
         assert!(leader.on_decided(1, &b(4, "x"), &"b"));
-        assert_eq!(leader.next_round(1, |_| false), None);
+        assert_eq!(leader.next_round(1, &[], |_| false), None);
         assert_eq!(leader.chosen_through(), None);
     }
 
     #[test]
     fn a_leadership_knows_every_round_it_found_proposed_or_saw_decided() {
-        let mut leader = RangeLeader::new(b(4, "x"), 10, [(13, b(2, "y"), "r")]);
+        let mut leader = RangeLeader::new(b(4, "x"), 10, Vec::new(), [(13, b(2, "y"), "r")]);
         assert_eq!(leader.highest_known(), 13, "reported by its prepare");
-        assert_eq!(leader.next_round(9, |_| false), Some(10));
+        assert_eq!(leader.next_round(9, &[], |_| false), Some(10));
         leader.propose(10, "a");
         assert!(leader.on_decided(16, &b(3, "y"), &"z"));
         assert_eq!(leader.highest_known(), 16, "seen decided");
@@ -761,17 +795,64 @@ mod tests {
         leader.forget_through(17);
         assert_eq!(leader.highest_known(), 17, "forgotten rounds stay known");
         assert_eq!(
-            RangeLeader::<&str>::new(b(4, "x"), 10, []).highest_known(),
+            RangeLeader::<&str>::new(b(4, "x"), 10, Vec::new(), []).highest_known(),
             9
         );
     }
 
     #[test]
     fn a_leadership_survives_being_stored() {
-        let mut leader = RangeLeader::new(b(4, "x"), 5, [(6, b(2, "y"), "r".to_owned())]);
+        let mut leader =
+            RangeLeader::new(b(4, "x"), 5, Vec::new(), [(6, b(2, "y"), "r".to_owned())]);
         leader.propose(5, "a".to_owned());
         let text = serde_json::to_string(&leader).expect("serialisable");
         let stored: RangeLeader<String> = serde_json::from_str(&text).expect("readable");
         assert_eq!(stored, leader);
+    }
+
+    fn members(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_leadership_serves_only_the_voters_that_promised_it() {
+        let promised = members(&["b", "a", "c"]);
+        let mut leader = RangeLeader::new(b(4, "x"), 10, promised, []);
+        assert!(leader.serves(&members(&["a", "b", "c"])), "in any order");
+        assert!(!leader.serves(&members(&["a", "b", "c", "d"])));
+        assert_eq!(
+            leader.next_round(9, &members(&["c", "a", "b"]), |_| false),
+            Some(10)
+        );
+        leader.propose(10, "a");
+        assert!(leader.on_decided(10, &b(4, "x"), &"a"));
+        // A join decided elsewhere, learned by the caller: round 12 has a fourth voter.
+        assert_eq!(
+            leader.next_round(11, &members(&["a", "b", "c", "d"]), |_| false),
+            None,
+            "a majority of the new voters need not hold a promise"
+        );
+        assert!(leader.is_abandoned());
+    }
+
+    #[test]
+    fn a_membership_change_it_decided_ends_the_leadership() {
+        let voters = members(&["a", "b", "c"]);
+        let mut leader = RangeLeader::new(b(4, "x"), 10, voters.clone(), []);
+        leader.on_membership_change(9);
+        assert!(
+            !leader.is_abandoned(),
+            "a change before its range is in its voters"
+        );
+        assert_eq!(leader.next_round(9, &voters, |_| false), Some(10));
+        leader.propose(10, "leave d");
+        assert!(leader.on_decided(10, &b(4, "x"), &"leave d"));
+        leader.on_membership_change(10);
+        assert!(leader.is_abandoned());
+        assert_eq!(
+            leader.next_round(10, &voters, |_| false),
+            None,
+            "not even while the caller's voters are not yet the new ones"
+        );
     }
 }

@@ -395,7 +395,8 @@ impl Node {
                     let reported = reported
                         .iter()
                         .map(|(r, b, v)| (*r as i64, (*b).into(), *v));
-                    let mut leader = RangeLeader::new(state.ballot.into(), from as i64, reported);
+                    let mut leader =
+                        RangeLeader::new(state.ballot.into(), from as i64, Vec::new(), reported);
                     let mut values = [None; ROUNDS];
                     let mut counting: Box<[Option<Proposer<Val>>; ROUNDS]> = Box::default();
                     for round in from..ROUNDS {

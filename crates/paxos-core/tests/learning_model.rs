@@ -491,7 +491,8 @@ impl Node {
                     let reported = reported
                         .iter()
                         .map(|(r, b, v)| (*r as i64, (*b).into(), *v));
-                    let leader = RangeLeader::new(state.ballot.into(), *first as i64, reported);
+                    let leader =
+                        RangeLeader::new(state.ballot.into(), *first as i64, Vec::new(), reported);
                     return Some(self.propose(
                         next,
                         Box::new(leader),
@@ -592,7 +593,7 @@ impl Node {
         }
         let known = known_through(&state.known).map_or(-1, |t| t as i64);
         let awaiting = |round: i64| in_flight.iter().any(|(r, _)| *r as i64 == round);
-        let Some(round) = leader.next_round(known, awaiting) else {
+        let Some(round) = leader.next_round(known, &[], awaiting) else {
             return next_attempt(*index, plan, &state, o);
         };
         let round = round as usize;

@@ -387,7 +387,7 @@ impl Leases {
                 all.extend(reported);
                 if promised.len() >= majority(ACCEPTORS) {
                     let reported = all.iter().map(|(r, p, v)| (*r as i64, ballot(*p), *v));
-                    let leader = RangeLeader::new(ballot(by), 0, reported);
+                    let leader = RangeLeader::new(ballot(by), 0, Vec::new(), reported);
                     s.proposers[by] = Step::Leading { leader, next: 0 };
                 }
             }

@@ -376,7 +376,8 @@ impl Node {
                     let reported = reported
                         .iter()
                         .map(|(r, b, v)| (*r as i64, (*b).into(), *v));
-                    let mut leader = RangeLeader::new(state.ballot.into(), from as i64, reported);
+                    let mut leader =
+                        RangeLeader::new(state.ballot.into(), from as i64, Vec::new(), reported);
                     let mut values = [None; ROUNDS];
                     for (round, value) in values.iter_mut().enumerate().skip(from) {
                         *value = leader.propose(round as i64, PROPOSERS[*index].1[round]);
