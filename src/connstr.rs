@@ -1,33 +1,44 @@
 //! Connection strings of group members: validated once when a node is named, then turned
-//! into tokio-postgres configurations.
-use std::str::FromStr;
+//! into tokio-postgres configurations and TLS connectors (`conninfo` reads the keys that
+//! tokio-postgres does not: TLS files, `verify-ca`/`verify-full`, `passfile`).
 use std::time::Duration;
 
+use conninfo::{Defaults, Member};
+use postgres_openssl::MakeTlsConnector;
 use tokio_postgres::config::Host;
 use tokio_postgres::Config;
 
 use crate::error::{PaxosError, Result};
 
+fn invalid(connection: &str, reason: impl ToString) -> PaxosError {
+    PaxosError::InvalidConnection {
+        connection: redact(connection),
+        reason: reason.to_string(),
+    }
+}
+
 /// Checks a member's connection string before it is stored anywhere. Rejected:
-/// - anything libpq-style parsing rejects;
+/// - anything libpq-style parsing rejects, and `sslmode` values other than `disable`,
+///   `prefer`, `require`, `verify-ca` and `verify-full`;
 /// - passwords, since member connection strings are copied to every member's catalog
 ///   (use a password file instead);
 /// - TCP host names: resolving a name would start a helper thread inside the backend, so
 ///   members are named by IP address (or `hostaddr`) or by a Unix-socket directory.
+///
+/// The files it names are not looked at here: every member reads them on its own host.
 pub fn validate(connection: &str) -> Result<()> {
-    let invalid = |reason: &str| PaxosError::InvalidConnection {
-        connection: redact(connection),
-        reason: reason.to_owned(),
-    };
+    let invalid = |reason: &str| invalid(connection, reason);
     if connection.trim().is_empty() {
         return Err(invalid("it is empty"));
     }
     if connection.contains("://") {
         return Err(invalid("URIs are not supported, use key=value pairs"));
     }
-    let config = Config::from_str(connection).map_err(|e| invalid(&e.to_string()))?;
+    let config = Member::parse(connection)
+        .map_err(|e| invalid(&e.to_string()))?
+        .config;
     if config.get_password().is_some() {
-        return Err(invalid("it contains a password"));
+        return Err(invalid("it contains a password (use a password file)"));
     }
     if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
         return Err(invalid("it names no host"));
@@ -46,20 +57,19 @@ pub fn validate(connection: &str) -> Result<()> {
     Ok(())
 }
 
-/// The configuration used to reach a member: libpq's defaults for user and database, a
-/// bounded connect, and an application_name that shows up in pg_stat_activity.
-pub fn config(connection: &str, timeout: Duration) -> Result<Config> {
-    let mut config = Config::from_str(connection).map_err(|e| PaxosError::InvalidConnection {
-        connection: redact(connection),
-        reason: e.to_string(),
-    })?;
-    if config.get_user().is_none() {
-        config.user(os_user_name());
-    }
-    if config.get_dbname().is_none() {
-        let user = config.get_user().unwrap_or_default().to_owned();
-        config.dbname(user);
-    }
+/// What it takes to reach a member: libpq's defaults for user, database and files, the
+/// password from a password file, a bounded connect, an application_name that shows up in
+/// pg_stat_activity, and the TLS connector the string asks for.
+pub fn config(connection: &str, timeout: Duration) -> Result<(Config, MakeTlsConnector)> {
+    let member = Member::parse(connection).map_err(|e| invalid(connection, e))?;
+    let defaults = Defaults {
+        os_user: os_user_name(),
+        home: os_user_home(),
+        passfile_env: std::env::var_os("PGPASSFILE").map(Into::into),
+    };
+    let (mut config, tls) = member
+        .connect_with(&defaults)
+        .map_err(|e| invalid(connection, e))?;
     config.connect_timeout(timeout);
     // Names this node in the member's pg_stat_activity (and to test proxies that cut links).
     config.application_name(format!("pg_paxos {}", crate::gucs::node_id()));
@@ -69,13 +79,18 @@ pub fn config(connection: &str, timeout: Duration) -> Result<Config> {
         None => "-c synchronous_commit=on".to_owned(),
     };
     config.options(options);
-    Ok(config)
+    Ok((config, tls))
 }
 
 /// The role a member connection string logs in as (libpq's default: the OS user).
 pub fn user(connection: &str) -> Option<String> {
-    let config = Config::from_str(connection).ok()?;
-    Some(config.get_user().map_or_else(os_user_name, str::to_owned))
+    let member = Member::parse(connection).ok()?;
+    Some(
+        member
+            .config
+            .get_user()
+            .map_or_else(os_user_name, str::to_owned),
+    )
 }
 
 /// The connection string with any password value hidden, for messages.
@@ -92,16 +107,25 @@ pub fn redact(connection: &str) -> String {
 
 /// libpq's default user: the operating-system user running this server.
 fn os_user_name() -> String {
+    own_passwd_field(|pw| pw.pw_name).unwrap_or_else(|| "postgres".to_owned())
+}
+
+/// Where libpq looks for `.pgpass` and `.postgresql/`: the server user's home directory.
+fn os_user_home() -> Option<std::path::PathBuf> {
+    own_passwd_field(|pw| pw.pw_dir).map(Into::into)
+}
+
+fn own_passwd_field(field: impl Fn(&libc::passwd) -> *mut libc::c_char) -> Option<String> {
     // SAFETY: getpwuid returns a pointer to static storage or NULL; the backend is
-    // single-threaded, and the name is copied out before any other call.
+    // single-threaded, and the field is copied out before any other call.
     unsafe {
         let pw = libc::getpwuid(libc::geteuid());
-        if pw.is_null() || (*pw).pw_name.is_null() {
-            return "postgres".to_owned();
-        }
-        std::ffi::CStr::from_ptr((*pw).pw_name)
-            .to_string_lossy()
-            .into_owned()
+        let value = pw.as_ref().map(field).filter(|p| !p.is_null())?;
+        Some(
+            std::ffi::CStr::from_ptr(value)
+                .to_string_lossy()
+                .into_owned(),
+        )
     }
 }
 
@@ -133,6 +157,8 @@ mod tests {
             "host=::1 dbname=x user=y",
             "hostaddr=10.1.2.3 host=db.example port=5433",
             "host=/var/run/postgresql",
+            "host=10.0.0.1 sslmode=verify-full sslrootcert='/etc/pg paxos/ca.crt' \
+             sslcert=/etc/c.crt sslkey=/etc/c.key passfile=/etc/pgpass",
         ] {
             assert!(validate(ok).is_ok(), "{ok}");
         }
@@ -149,6 +175,8 @@ mod tests {
             "postgresql://127.0.0.1/db",
             "host='unterminated",
             "dbname=x",
+            "host=127.0.0.1 sslmode=allow",
+            "host=127.0.0.1 sslrootcert",
         ] {
             assert!(validate(bad).is_err(), "{bad:?} was accepted");
         }

@@ -19,6 +19,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use postgres_openssl::MakeTlsConnector;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 use tokio_postgres::{CancelToken, Client, NoTls, SimpleQueryMessage};
@@ -353,18 +354,36 @@ async fn awaited(
 }
 
 async fn connect(member: &str, timeout: Duration) -> Result<Client, String> {
-    let config = connstr::config(member, timeout).map_err(|e| e.to_string())?;
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| describe(&e))?;
-    tokio::spawn(connection);
-    Ok(client)
+    connect_tls(member, timeout).await.map(|(client, _)| client)
 }
 
-/// The server's own message when there is one, else the client library's.
+/// `connect`, and the TLS connector it used, which a cancel request needs too.
+async fn connect_tls(
+    member: &str,
+    timeout: Duration,
+) -> Result<(Client, MakeTlsConnector), String> {
+    let (config, tls) = connstr::config(member, timeout).map_err(|e| e.to_string())?;
+    let (client, connection) = (config.connect(tls.clone()).await).map_err(|e| describe(&e))?;
+    tokio::spawn(connection);
+    Ok((client, tls))
+}
+
+/// The server's own message when there is one, else the client library's with its causes
+/// (a TLS handshake's says why the certificate was refused).
 fn describe(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => db.message().to_owned(),
-        None => error.to_string(),
+    if let Some(db) = error.as_db_error() {
+        return db.message().to_owned();
     }
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(source) = cause {
+        let said = source.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        cause = source.source();
+    }
+    text
 }
 
 /// Runs `future` to completion on the runtime, leaving it every [`SLICE`] to let PostgreSQL
@@ -428,15 +447,50 @@ fn interrupts(peers: &mut Peers, cancel: impl Fn(&mut Peers)) {
 }
 
 fn cancel(peers: &mut Peers, members: &[String]) {
-    let tokens: Vec<CancelToken> = members
+    let cancels: Vec<Cancel> = members
         .iter()
-        .filter_map(|m| peers.clients.borrow_mut().remove(m))
-        .map(|client| client.cancel_token())
+        .filter_map(|m| {
+            let client = peers.clients.borrow_mut().remove(m)?;
+            Some(Cancel::new(m, client.cancel_token()))
+        })
         .collect();
-    let cancels = tokens.iter().map(|token| async move {
-        let _ = tokio::time::timeout(CANCEL_TIMEOUT, token.cancel_query(NoTls)).await;
-    });
-    peers.run(futures_util::future::join_all(cancels));
+    peers.run(futures_util::future::join_all(
+        cancels.iter().map(Cancel::send),
+    ));
+}
+
+/// A cancel request for a member's running query, sent with the TLS its connection string
+/// asks for (a member that requires TLS refuses it otherwise).
+#[derive(Clone)]
+struct Cancel {
+    token: CancelToken,
+    tls: Option<MakeTlsConnector>,
+}
+
+impl Cancel {
+    fn new(member: &str, token: CancelToken) -> Cancel {
+        let tls = connstr::config(member, CANCEL_TIMEOUT)
+            .ok()
+            .map(|(_, tls)| tls);
+        Cancel { token, tls }
+    }
+
+    fn with(tls: &MakeTlsConnector, token: CancelToken) -> Cancel {
+        Cancel {
+            token,
+            tls: Some(tls.clone()),
+        }
+    }
+
+    async fn send(&self) {
+        let sending = async {
+            match &self.tls {
+                Some(tls) => self.token.cancel_query(tls.clone()).await,
+                None => self.token.cancel_query(NoTls).await,
+            }
+        };
+        let _ = tokio::time::timeout(CANCEL_TIMEOUT, sending).await;
+    }
 }
 
 /// Runs `sleep` interruptibly (for randomized backoff between ballots).
@@ -456,6 +510,7 @@ pub fn sleep(duration: Duration) {
 /// the connection, which ends the member's transaction.
 pub struct Session {
     client: Client,
+    tls: MakeTlsConnector,
 }
 
 /// Why a session's statement failed: the member's SQLSTATE when it raised an error.
@@ -475,7 +530,7 @@ impl From<SessionFailure> for Failure {
 fn block_on<T, F: Future<Output = Result<T, SessionFailure>>>(
     future: F,
     timeout: Option<Duration>,
-    cancel: Option<CancelToken>,
+    cancel: Option<Cancel>,
 ) -> Result<T, SessionFailure> {
     with_peers(|peers| {
         let bounded = async {
@@ -492,10 +547,8 @@ fn block_on<T, F: Future<Output = Result<T, SessionFailure>>>(
             }
         };
         drive_cancelling(peers, bounded, |peers| {
-            if let Some(token) = &cancel {
-                peers.run(async {
-                    let _ = tokio::time::timeout(CANCEL_TIMEOUT, token.cancel_query(NoTls)).await;
-                });
+            if let Some(cancel) = &cancel {
+                peers.run(cancel.send());
             }
         })
     })
@@ -512,16 +565,15 @@ impl Session {
     pub fn open(member: &str) -> Result<Session, Failure> {
         let timeout = gucs::request_timeout();
         let connecting = async {
-            connect(member, timeout)
+            connect_tls(member, timeout)
                 .await
                 .map_err(|message| SessionFailure {
                     sqlstate: None,
                     message,
                 })
         };
-        Ok(Session {
-            client: block_on(connecting, Some(timeout), None)?,
-        })
+        let (client, tls) = block_on(connecting, Some(timeout), None)?;
+        Ok(Session { client, tls })
     }
 
     /// Runs `sql` (one or more statements, no parameters) and returns the first column of
@@ -542,7 +594,7 @@ impl Session {
                 .await
                 .map_err(|e| session_failure(&e))
         };
-        let messages = block_on(running, timeout, Some(self.client.cancel_token()))?;
+        let messages = block_on(running, timeout, Some(self.cancel()))?;
         Ok(messages.iter().find_map(|m| match m {
             SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
             _ => None,
@@ -557,19 +609,27 @@ impl Session {
                 .await
                 .map_err(|e| session_failure(&e))
         };
-        let token = self.client.cancel_token();
-        let stream = block_on(starting, Some(gucs::request_timeout()), Some(token.clone()))?;
+        let cancel = self.cancel();
+        let stream = block_on(
+            starting,
+            Some(gucs::request_timeout()),
+            Some(cancel.clone()),
+        )?;
         Ok(CopyOut {
             stream: Box::pin(stream),
-            token,
+            cancel,
         })
+    }
+
+    fn cancel(&self) -> Cancel {
+        Cancel::with(&self.tls, self.client.cancel_token())
     }
 }
 
 /// The data of a `COPY ... TO STDOUT` as it arrives.
 pub struct CopyOut {
     stream: std::pin::Pin<Box<tokio_postgres::CopyOutStream>>,
-    token: CancelToken,
+    cancel: Cancel,
 }
 
 impl CopyOut {
@@ -586,7 +646,7 @@ impl CopyOut {
         Ok(block_on(
             next,
             Some(gucs::request_timeout()),
-            Some(self.token.clone()),
+            Some(self.cancel.clone()),
         )?)
     }
 }
