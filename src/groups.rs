@@ -92,6 +92,7 @@ pub fn create(group: &str, founder: &str) -> Result<()> {
     verify_self(founder)?;
     catalog::insert_group(group, founder, 0)?;
     node::forget(group);
+    crate::status::counters::forget(group);
     let founding = Decision {
         round: 0,
         ballot: Ballot::new(0, ids::ballot_owner("create")),
@@ -365,6 +366,7 @@ fn forget_here(group: &str, keep_log: bool) -> Result<()> {
     // Its tables are no longer replicated: every backend looks them up again.
     crate::replication::registry::invalidate(None);
     node::forget(group);
+    crate::status::counters::forget(group);
     peers::forget_all();
     Ok(())
 }
@@ -389,6 +391,7 @@ mod pgp_metadata {
                 check_not_dropped(&req.group)?;
                 catalog::insert_group(&req.group, &req.own, -1)?;
                 node::forget(&req.group);
+                crate::status::counters::forget(&req.group);
                 let copied =
                     state_copy::copy_from(&req.group, &req.existing, Existing::MustBeEmpty)?;
                 crate::applier::start_at_commit(&req.group)?;

@@ -26,6 +26,7 @@ mod peers;
 mod plans;
 mod replication;
 mod state_copy;
+mod status;
 
 pg_module_magic!();
 
@@ -47,6 +48,7 @@ pub extern "C-unwind" fn _PG_init() {
     lease::init();
     replication::init();
     applier::init();
+    status::counters::init();
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ use serde::Serialize;
 
 use crate::connstr::{self, quote_literal};
 use crate::gucs;
+use crate::status::{self, Contact};
 
 /// How long the runtime runs before PostgreSQL gets a chance to process interrupts.
 const SLICE: Duration = Duration::from_millis(5);
@@ -282,7 +283,15 @@ impl Peers {
         );
         let timeout = gucs::request_timeout();
         Some(self.local.spawn_local(async move {
+            let started = std::time::Instant::now();
             let result = run_request(&clients, &member, &sql, timeout).await;
+            status::contact(
+                &member,
+                match &result {
+                    Ok(_) => Contact::Answered(started.elapsed()),
+                    Err((reason, _)) => Contact::Failed(reason),
+                },
+            );
             if let Some(count) = in_flight.borrow_mut().get_mut(&member) {
                 *count = count.saturating_sub(1);
             }
@@ -344,10 +353,9 @@ async fn awaited(
         },
         Err(_) => {
             clients.borrow_mut().remove(&member);
-            Outcome::Failed {
-                reason: format!("no answer within {} ms", timeout.as_millis()),
-                sent: true,
-            }
+            let reason = format!("no answer within {} ms", timeout.as_millis());
+            status::contact(&member, Contact::TimedOut(&reason));
+            Outcome::Failed { reason, sent: true }
         }
     };
     (index, outcome)

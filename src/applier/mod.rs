@@ -318,7 +318,7 @@ pub fn start_at_commit(group: &str) -> Result<()> {
 // pgrx reads the column names from the signature: it cannot be shortened by an alias.
 #[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_safe)]
-fn paxos_appliers() -> TableIterator<
+pub fn paxos_appliers() -> TableIterator<
     'static,
     (
         name!(group_id, String),

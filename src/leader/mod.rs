@@ -28,6 +28,7 @@ use crate::messages::*;
 use crate::multipaxos::{backoff, Batch, Log};
 use crate::node::{self, Failure, Leadership, Taken, Turn, Waited};
 use crate::peers::{self, endpoint_sql, parse, Delivery};
+use crate::status::{self, Event};
 
 pub mod lease;
 mod pipeline;
@@ -60,7 +61,13 @@ pub fn append(group: &str, proposer: &str, entry: Entry) -> Result<i64> {
     // A membership change is decided here, by the member that makes it.
     let forwardable = !entry.kind.changes_membership();
     let mut outcomes = append_all(group, proposer, vec![entry], forwardable)?;
-    outcomes.remove(0)
+    let outcome = outcomes.remove(0);
+    match &outcome {
+        Ok(_) => status::count(group, Event::Append),
+        Err(PaxosError::OutcomeUnknown { .. }) => status::count(group, Event::OutcomeUnknown),
+        Err(_) => {}
+    }
+    outcome
 }
 
 /// Gets `entries` appended through this node's batches: its proposer's, or this backend's
@@ -384,6 +391,7 @@ fn lead(log: &mut Log, turn: &Turn, awaiting: &dyn Fn(i64) -> bool) -> Result<(L
         }
         let (_, promised) = catalog::leader(&log.group)?;
         let (ballot, reports) = log.prepare_range(from, promised + 1)?;
+        status::count(&log.group, Event::LeadershipChange);
         let reported = reports
             .iter()
             .map(|(round, (accepted, entry))| (*round, accepted.clone(), entry.id.clone()));

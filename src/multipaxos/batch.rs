@@ -2,7 +2,7 @@
 
 use std::ops::ControlFlow;
 
-use paxos_core::{majority, Ballot, Command, Proposer};
+use paxos_core::{majority, AcceptReply, Ballot, Command, Proposer};
 
 use super::{to_each, Log};
 use crate::error::{PaxosError, Result};
@@ -43,6 +43,7 @@ impl Log {
             chosen_through,
         };
         let sent = peers::send(&to_each(&voters, "paxos_accept", &request));
+        crate::status::count(&self.group, crate::status::Event::Batch);
         BatchInFlight::new(&self.group, ballot, first, entries, voters, sent)
     }
 }
@@ -102,6 +103,7 @@ impl BatchInFlight {
     /// `true` once the outcome is known.
     pub fn wait_until(&mut self, stop: Option<&dyn Fn() -> bool>) -> bool {
         let BatchInFlight {
+            group,
             ballot,
             first,
             voters,
@@ -111,7 +113,6 @@ impl BatchInFlight {
             lost,
             answered,
             failures,
-            ..
         } = self;
         let count = decided.len();
         sent.collect_until(
@@ -119,6 +120,10 @@ impl BatchInFlight {
                 match reply.and_then(|t| parse::<AcceptResponse>(&t)) {
                     Ok(replies) if replies.len() == count => {
                         *answered += 1;
+                        if replies.iter().all(|r| matches!(r, AcceptReply::Accepted)) {
+                            let last = *first + count as i64 - 1;
+                            crate::status::counters::acknowledged(group, &voters[i], last);
+                        }
                         for (k, reply) in replies.into_iter().enumerate() {
                             if decided[k].is_some() {
                                 continue;

@@ -225,6 +225,7 @@ pub fn apply_round(group: &str, decision: &Decision) -> Result<()> {
                             ),
                         });
                     }
+                    crate::status::count(group, crate::status::Event::ApplyError);
                     catalog::record_apply_error(group, decision.round, &code, &message)
                 }
             }

@@ -106,6 +106,7 @@ pub fn skip_round(group: &str, proposer: &str, round: i64) -> Result<(String, St
         &format!("skipped by an operator: {message}"),
     )?;
     catalog::set_applied(group, round)?;
+    crate::status::count(group, crate::status::Event::SkippedRound);
     crate::applier::notify(group);
     // What the try drew from the sequences stays drawn, as the entry drew it on the members
     // where it ran: later serial keys here stay in step with theirs.
