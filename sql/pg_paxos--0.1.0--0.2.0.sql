@@ -1,7 +1,13 @@
 -- pg_paxos 0.1.0 -> 0.2.0: status views for monitoring roles (see "Status views" in the
--- README); nothing else in the catalog changes. Run ALTER EXTENSION pg_paxos UPDATE on each
--- member once its server runs the 0.2.0 library (which still serves 0.1.0's functions).
+-- README) and paxos_write_round(); nothing else in the catalog changes. Run ALTER EXTENSION
+-- pg_paxos UPDATE on each member once its server runs the 0.2.0 library (which still
+-- serves 0.1.0's functions).
 \echo Use "ALTER EXTENSION pg_paxos UPDATE" to load this file. \quit
+
+CREATE FUNCTION "paxos_write_round"() RETURNS bigint
+STRICT STABLE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'paxos_write_round_wrapper';
 
 CREATE FUNCTION pgp_metadata."paxos_group_counters"() RETURNS TABLE (
 	"group_id" TEXT,

@@ -158,6 +158,14 @@ fn paxos_append(
     .or_raise()
 }
 
+/// The round at which the write to a replicated table running now takes effect: the same on
+/// every member, in its writer's session and where it is replayed, so a write may store it
+/// (a fencing token, a term) or return it. NULL outside such a write.
+#[pg_extern(stable, parallel_unsafe)]
+fn paxos_write_round() -> Option<i64> {
+    replication::context::replaying().or_else(replication::outcome::running_round)
+}
+
 /// Applies the log on this node up to and including `max_round_num`: every round up to it is
 /// learned (from the members, or decided when abandoned), membership changes take effect,
 /// and the call returns once the group's applier has applied it. Values appended with

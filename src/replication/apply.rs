@@ -9,6 +9,7 @@ use crate::catalog;
 use crate::error::{PaxosError, Result};
 use crate::messages::{Decision, EntryKind, Replicate};
 use crate::multipaxos::Log;
+use crate::replication::context;
 use crate::replication::registry::{self, fingerprint, qualified};
 use crate::replication::sequences;
 use crate::replication::statement::{self, Ran, Statement};
@@ -204,7 +205,10 @@ pub fn apply_round(group: &str, decision: &Decision) -> Result<()> {
     match decision.entry.kind {
         EntryKind::Sql => {
             let statement: Statement = serde_json::from_str(value).map_err(unreadable)?;
-            match statement::run(group, &statement, true)? {
+            let ran = context::replaying_round(decision.round, || {
+                statement::run(group, &statement, true)
+            });
+            match ran? {
                 Ran::Done => Ok(()),
                 Ran::Failed(error) => {
                     let code = statement::sqlstate(&error);

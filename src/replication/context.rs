@@ -12,6 +12,25 @@ thread_local! {
     static EXEMPT: Cell<bool> = const { Cell::new(false) };
     /// What this backend runs right now, for `guard`'s check of nested statements.
     static SCOPE: RefCell<Scope> = const { RefCell::new(Scope::User) };
+    /// The round whose entry the applier replays right now (see `paxos_write_round`).
+    static REPLAYING: Cell<Option<i64>> = const { Cell::new(None) };
+}
+
+/// Runs `f` as the replay of round `round`'s entry; see `replaying`.
+pub fn replaying_round<R>(round: i64, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<i64>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            REPLAYING.with(|r| r.set(self.0));
+        }
+    }
+    let _restore = Restore(REPLAYING.with(|r| r.replace(Some(round))));
+    f()
+}
+
+/// The round whose entry this backend replays right now, if it does.
+pub fn replaying() -> Option<i64> {
+    REPLAYING.with(Cell::get)
 }
 
 /// Runs `f` with writes to replicated tables allowed; restores the previous state even when

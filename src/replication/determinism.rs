@@ -5,6 +5,7 @@
 //! `pg_paxos.allow_mutable_functions` is on. `nextval()` (and identity columns) are allowed
 //! on sequences owned by a table of the same group: every member advances its copy of the
 //! sequence at the same rounds, so serial and identity keys come out the same everywhere.
+//! So is `paxos_write_round()`, the write's own round, the same on every member.
 use std::collections::BTreeMap;
 use std::ffi::{c_void, CStr};
 
@@ -132,7 +133,7 @@ unsafe fn concatenates_immutable_text(node: *mut pg_sys::Node) -> bool {
 unsafe extern "C-unwind" fn function(id: pg_sys::Oid, context: *mut c_void) -> bool {
     // SAFETY: context is the Findings passed by `inspect`; catalog lookups by OID.
     unsafe {
-        if pg_sys::func_volatile(id) as u8 != pg_sys::PROVOLATILE_IMMUTABLE {
+        if pg_sys::func_volatile(id) as u8 != pg_sys::PROVOLATILE_IMMUTABLE && !is_write_round(id) {
             let name = pg_sys::get_func_name(id);
             let name = if name.is_null() {
                 format!("function {}", u32::from(id))
@@ -144,6 +145,35 @@ unsafe extern "C-unwind" fn function(id: pg_sys::Oid, context: *mut c_void) -> b
     }
     false
 }
+
+/// Whether `id` is pg_paxos's own `paxos_write_round()`: a C function (only a superuser can
+/// create one) with its symbol, whatever its name or schema, so that no user's function
+/// passes for it.
+unsafe fn is_write_round(id: pg_sys::Oid) -> bool {
+    // SAFETY: a syscache lookup by OID, released below; attributes read while it is held.
+    unsafe {
+        let cache = pg_sys::SysCacheIdentifier::PROCOID as i32;
+        let tuple = pg_sys::SearchSysCache1(cache, pg_sys::Datum::from(id));
+        if tuple.is_null() {
+            return false;
+        }
+        let text = |attribute: u32| {
+            let mut null = false;
+            let value = pg_sys::SysCacheGetAttr(cache, tuple, attribute as i16, &mut null);
+            (!null).then(|| {
+                let c = pg_sys::text_to_cstring(value.cast_mut_ptr());
+                CStr::from_ptr(c).to_string_lossy().into_owned()
+            })
+        };
+        let native = text(pg_sys::Anum_pg_proc_probin).is_some();
+        let ours = native && text(pg_sys::Anum_pg_proc_prosrc).as_deref() == Some(WRITE_ROUND);
+        pg_sys::ReleaseSysCache(tuple);
+        ours
+    }
+}
+
+/// The C symbol of `paxos_write_round()`.
+const WRITE_ROUND: &str = "paxos_write_round_wrapper";
 
 fn note(findings: &mut Findings, what: &str) {
     findings.mutable.get_or_insert_with(|| what.to_owned());

@@ -157,6 +157,16 @@ pub fn captured_write_group() -> Option<String> {
     })
 }
 
+/// The round of the captured write running in this backend, if one is.
+pub fn running_round() -> Option<i64> {
+    PENDING.with(|p| {
+        p.borrow()
+            .iter()
+            .find(|p| p.stage == Stage::Running)
+            .map(|p| p.round)
+    })
+}
+
 /// Notes that `query` finished; returns the group it wrote to.
 pub fn finished(query: *mut pg_sys::QueryDesc) -> Option<String> {
     let group = PENDING.with(|p| {
