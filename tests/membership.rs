@@ -74,17 +74,6 @@ async fn remove(
         .map(|row| row.get(0))
 }
 
-async fn voters(client: &Client) -> i64 {
-    client
-        .query_one(
-            "SELECT count(*) FROM pgp_metadata.host WHERE group_id = $1 AND max_round IS NULL",
-            &[&GROUP],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
 /// Writes `rows` rows from each session at once (session s writes keys s*10000..).
 async fn write_from_each(sessions: &[Client], rows: usize) {
     futures_util::future::join_all(sessions.iter().enumerate().map(|(s, client)| async move {

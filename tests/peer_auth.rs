@@ -194,17 +194,6 @@ fn describe(error: &tokio_postgres::Error) -> String {
     }
 }
 
-async fn voters(session: &Client) -> i64 {
-    session
-        .query_one(
-            "SELECT count(*) FROM pgp_metadata.host WHERE group_id = $1 AND max_round IS NULL",
-            &[&GROUP],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
 /// Appends on every member, and checks that every member holds the same log.
 async fn append_everywhere(sessions: &[Client]) {
     for (i, session) in sessions.iter().enumerate() {

@@ -290,3 +290,15 @@ pub async fn proposer_pid(client: &Client) -> Option<i32> {
         .unwrap()
         .map(|row| row.get(0))
 }
+
+/// How many members vote on the group now, as `client`'s member knows.
+pub async fn voters(client: &Client) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pgp_metadata.host WHERE group_id = $1 AND max_round IS NULL",
+            &[&GROUP],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
