@@ -180,6 +180,12 @@ async fn every_function_survives_hostile_arguments() {
         .await;
         probe(db, "SELECT paxos_remove_member('g', $1)", &[bad]).await;
         probe(db, "SELECT * FROM paxos('test', $1, 0, 'v')", &[bad]).await;
+        probe(
+            db,
+            "SELECT * FROM pgp_metadata.paxos_member_contact($1, $1)",
+            &[bad],
+        )
+        .await;
         probe(db, "SELECT * FROM paxos($1, 'g', 0, $1)", &[bad]).await;
         for endpoint in [
             "paxos_prepare",
@@ -254,6 +260,9 @@ async fn every_function_survives_hostile_arguments() {
         "SELECT paxos_apply_and_append('m', 'g', 'DELETE FROM kv')",
         "SELECT pgp_metadata.paxos_accept('{}')",
         "SELECT pgp_metadata.paxos_announce('{}')",
+        "SELECT * FROM pgp_metadata.paxos_group_status",
+        "SELECT * FROM pgp_metadata.paxos_member_status",
+        "SELECT * FROM pgp_metadata.paxos_group_counters()",
         "INSERT INTO kv VALUES (1, 'mallory')",
     ] {
         let refused = db.batch_execute(sql).await;
