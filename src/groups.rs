@@ -91,8 +91,7 @@ pub fn create(group: &str, founder: &str) -> Result<()> {
     check_not_dropped(group)?;
     verify_self(founder)?;
     catalog::insert_group(group, founder, 0)?;
-    node::forget(group);
-    crate::status::counters::forget(group);
+    forget_shared(group);
     let founding = Decision {
         round: 0,
         ballot: Ballot::new(0, ids::ballot_owner("create")),
@@ -365,8 +364,7 @@ fn forget_here(group: &str, keep_log: bool) -> Result<()> {
     }
     // Its tables are no longer replicated: every backend looks them up again.
     crate::replication::registry::invalidate(None);
-    node::forget(group);
-    crate::status::counters::forget(group);
+    forget_shared(group);
     peers::forget_all();
     Ok(())
 }
@@ -390,8 +388,7 @@ mod pgp_metadata {
                 }
                 check_not_dropped(&req.group)?;
                 catalog::insert_group(&req.group, &req.own, -1)?;
-                node::forget(&req.group);
-                crate::status::counters::forget(&req.group);
+                forget_shared(&req.group);
                 let copied =
                     state_copy::copy_from(&req.group, &req.existing, Existing::MustBeEmpty)?;
                 crate::applier::start_at_commit(&req.group)?;
@@ -445,4 +442,12 @@ mod pgp_metadata {
             });
         serde_json::to_string(&result.or_raise()).unwrap_or_default()
     }
+}
+
+/// Forgets what this node's processes share about `group` (its leadership, its counts): it
+/// was created, joined or left here, and nothing of an earlier group of the same name may
+/// be taken for it.
+fn forget_shared(group: &str) {
+    node::forget(group);
+    crate::status::counters::forget(group);
 }
