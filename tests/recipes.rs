@@ -140,15 +140,15 @@ async fn a_lock_expires_and_its_fencing_token_refuses_the_old_holder() {
             .get(0);
         assert_eq!(held, 0);
     }
-    let third = token(
-        &clients[2],
-        &acquire,
-        "nightly",
-        "c",
-        at(t0, 18),
-        at(t0, 28),
-    )
-    .await;
+    // An application role with rights on the table alone takes it, on any member.
+    // Roles first, on every member; the GRANT is replicated DDL.
+    create_everywhere(&clients, "CREATE ROLE app LOGIN").await;
+    clients[0]
+        .batch_execute("GRANT SELECT, INSERT, UPDATE, DELETE ON locks TO app")
+        .await
+        .unwrap();
+    let app = cluster.node(2).connect_as("app").await.unwrap();
+    let third = token(&app, &acquire, "nightly", "c", at(t0, 18), at(t0, 28)).await;
     assert!(third.is_some_and(|t| t > second), "{third:?}");
     assert_replicas_identical(&clients).await;
 }
