@@ -49,7 +49,7 @@ pub fn renew(group: &str, proposer: &str) -> Result<()> {
     let needed = majority(voters.len());
     let mut granted = Vec::with_capacity(voters.len());
     let sent_at = crate::lease::now();
-    ask(&log, ballot, duration / 1_000_000, |reply| {
+    ask(&log, &voters, ballot, duration / 1_000_000, |reply| {
         granted.extend(reply);
         granted.iter().filter(|g| **g > 0).count() >= needed
     });
@@ -68,25 +68,31 @@ pub fn abdicate(log: &Log, turn: &Turn, ballot: &Ballot) {
     if gucs::lease_duration_ns() == 0 {
         return;
     }
-    let needed = majority(log.voters(log.learned_through() + 1).len());
+    let voters = log.voters(log.learned_through() + 1);
+    let needed = majority(voters.len());
     let mut answered = 0;
-    ask(log, ballot, 0, |reply| {
+    ask(log, &voters, ballot, 0, |reply| {
         answered += usize::from(reply.is_some());
         answered >= needed
     });
 }
 
-/// Sends `paxos_lease` for `ballot` and `duration_ms` (0: a release) to the voters of the
-/// log's next round, and hands each member's answer (the nanoseconds it granted, `None` when
-/// it did not answer) to `enough` until that says it has heard enough.
-fn ask(log: &Log, ballot: &Ballot, duration_ms: u64, mut enough: impl FnMut(Option<u64>) -> bool) {
-    let voters = log.voters(log.learned_through() + 1);
+/// Sends `paxos_lease` for `ballot` and `duration_ms` (0: a release) to `voters` (those of
+/// the log's next round), and hands each member's answer (the nanoseconds it granted, `None`
+/// when it did not answer) to `enough` until that says it has heard enough.
+fn ask(
+    log: &Log,
+    voters: &[String],
+    ballot: &Ballot,
+    duration_ms: u64,
+    mut enough: impl FnMut(Option<u64>) -> bool,
+) {
     let request = LeaseRequest {
         group: log.group.clone(),
         ballot: ballot.clone(),
         duration_ms,
     };
-    peers::exchange(&to_each(&voters, "paxos_lease", &request), |_, reply| {
+    peers::exchange(&to_each(voters, "paxos_lease", &request), |_, reply| {
         let granted = reply.and_then(|t| parse::<LeaseResponse>(&t)).ok();
         if enough(granted.map(|r| r.granted_ms.saturating_mul(1_000_000))) {
             ControlFlow::Break(())
